@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-fast lint clean-data server
+
+setup:
+	@bash scripts/setup.sh
+
+## make demo: set up, then run the demo pipeline end to end on the packaged Wikipedia summaries
+demo: setup
+	$(PY) -m flows.demo
+
+## make test: set up, then run the whole test suite (what CI runs)
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make test-fast: skip the slow tests
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check bertplat flows tests benchmarks
+
+## make server: start a local Prefect server with its UI on http://127.0.0.1:4200
+server: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200

@@ -1,0 +1,69 @@
+"""Process-wide settings: where the data lake lives, where the catalog is, how loud to log.
+
+Read from the environment (prefix ``BERTPLAT_``) or a ``.env`` file by the CLI and the flows, then
+passed to stage code explicitly; stage code itself never reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_local_uri(uri: str) -> bool:
+    """True for plain paths and ``file://`` URIs; False for object stores (``s3://`` and friends)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    """The local filesystem path of a plain path or ``file://`` URI."""
+    if not is_local_uri(uri):
+        raise ValueError(f"{uri!r} is not on the local filesystem")
+    return Path(uri.removeprefix("file://")).expanduser().resolve()
+
+
+class Settings(BaseSettings):
+    """bertplat's settings. Every field can be set as ``BERTPLAT_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BERTPLAT_", env_file=".env", extra="ignore", frozen=True)
+
+    data_dir: str = Field(
+        default="./data",
+        description="Root of the data lake: a local path or a pyarrow/fsspec URI (s3://bucket/prefix). "
+        "Datasets live under <data_dir>/lake, training runs under <data_dir>/runs.",
+    )
+    catalog_path: str | None = Field(
+        default=None,
+        description="The DuckDB catalog file. Default: <data_dir>/catalog.duckdb for a local data_dir, "
+        "./catalog.duckdb otherwise (DuckDB needs a local file).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of bertplat's own loggers."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: str) -> str:
+        # A relative path is resolved once, here, so that every later step agrees on it.
+        return str(local_path(value)) if is_local_uri(value) else value.rstrip("/")
+
+    @property
+    def catalog_file(self) -> Path:
+        if self.catalog_path:
+            return local_path(self.catalog_path)
+        if is_local_uri(self.data_dir):
+            return local_path(self.data_dir) / "catalog.duckdb"
+        return Path("catalog.duckdb").resolve()
+
+    def configure_logging(self) -> None:
+        """Send bertplat's log records to stderr at the configured level (CLI use)."""
+        logger = logging.getLogger("bertplat")
+        logger.setLevel(self.log_level)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+            logger.addHandler(handler)
