@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS lineage (
 );
 CREATE TABLE IF NOT EXISTS dataset_tables (
     kind VARCHAR NOT NULL, name VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL,
-    table_kind VARCHAR NOT NULL, glob VARCHAR NOT NULL,
+    table_kind VARCHAR NOT NULL, pattern VARCHAR NOT NULL,
     PRIMARY KEY (kind, name, fingerprint, table_kind)
 );
 """
@@ -123,7 +123,7 @@ class Catalog:
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
         rows = con.execute(
             """
-            SELECT d.kind, d.name, d.fingerprint, t.table_kind, t.glob
+            SELECT d.kind, d.name, d.fingerprint, t.table_kind, t.pattern
             FROM datasets d JOIN dataset_tables t USING (kind, name, fingerprint)
             QUALIFY row_number() OVER (PARTITION BY d.kind, d.name, t.table_kind
                                        ORDER BY d.registered_at DESC) = 1

@@ -1,0 +1,282 @@
+"""run_ingest: raw files in, a validated, deduplicated corpus dataset version out.
+
+Steps: resolve and hash the inputs -> fingerprint (same inputs + config = nothing to do) ->
+read, clean and segment in parallel tasks, each writing its own shards into the version's
+temporary directory -> drop exact duplicates, keeping the first in input order -> gate ->
+statistics -> manifest -> atomic rename -> catalog.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from bertplat.catalog import Catalog
+from bertplat.ingest.config import IngestConfig
+from bertplat.ingest.gate import validate_corpus
+from bertplat.ingest.schema import ALGORITHM_VERSION, REJECTS_SCHEMA, SCHEMA_VERSION
+from bertplat.ingest.sources import InputFile, hash_inputs, resolve_sources
+from bertplat.ingest.worker import LENGTH_BINS, Task, TaskResult, default_workers, init_worker, run_task
+from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_manifest
+from bertplat.plots import plot_length_histogram
+from bertplat.progress import NullProgress, Progress
+from bertplat.validation import GateError, GateReport
+
+KIND = "corpus"
+
+
+class IngestResult(BaseModel):
+    """What an ingest run made: the dataset handle, its counts, gate report and statistics."""
+
+    dataset: DatasetHandle
+    reused: bool
+    counts: dict[str, int]
+    report: GateReport
+    stats: dict[str, Any]
+    elapsed_s: float
+
+    def summary(self) -> str:
+        c = self.counts
+        verb = "already up to date" if self.reused else f"written in {self.elapsed_s:.1f}s"
+        return (f"corpus {self.dataset.name}@{self.dataset.fingerprint}: {c['documents']:,} documents, "
+                f"{c['sentences']:,} sentences, {c['characters']:,} characters from {c['files']:,} files "
+                f"({c['duplicates']:,} duplicates dropped, {c['rejects']:,} rejects) - {verb}\n"
+                f"  {self.dataset.uri}\n"
+                f"  DuckDB: SELECT * FROM corpus_{self.dataset.name};  SELECT * FROM rejects_{self.dataset.name};")
+
+
+def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, catalog: Catalog | None = None,
+               progress: Progress | None = None) -> IngestResult:
+    """Ingest ``sources`` (files, directories, globs) as the corpus dataset ``name``."""
+    progress = progress or NullProgress()
+    start = time.monotonic()
+    check_name(name)
+    files = resolve_sources(sources, config.include, config.exclude)
+    with progress.task("hashing inputs", total=len(files), unit="files") as bar:
+        hashed = []
+        for f in files:
+            hashed.extend(hash_inputs([f]))
+            bar.advance(1)
+    files = hashed
+    fp = fingerprint(KIND, config.fingerprint_json(),
+                     [f"algorithm:{ALGORITHM_VERSION}", *(f"{f.relname}:{f.size}:{f.sha256}" for f in files)],
+                     SCHEMA_VERSION)
+    existing = lake.find(KIND, name, fp)
+    if existing is not None:
+        if catalog is not None:
+            catalog.register(existing)
+        return _result_from_manifest(existing, reused=True, elapsed=time.monotonic() - start)
+
+    with lake.writer(KIND, name, fp) as writer:
+        out = writer.tmp
+        results = _run_tasks(_plan_tasks(files, config.task_bytes), config, out, progress,
+                             total_bytes=sum(f.size for f in files))
+        parts = [p for r in results for p in r.parts]
+        duplicates = _drop_duplicates(out, parts) if config.dedup else 0
+        parts = [p for p in parts if (out / p).exists()]
+        counts = _counts(results, duplicates, files)
+        report = validate_corpus(out, parts, counts, config, dataset=f"{KIND}/{name}@{fp}", progress=progress)
+        stats = _stats(results, counts)
+        if not report.passed:
+            path = report.write(lake.data_dir / "reports")
+            _keep_rejects_for_debugging(out, path)
+            raise GateError(report, path)
+        plot_length_histogram(LENGTH_BINS, stats["length_histogram"], out / "_report" / "length_histogram.png",
+                              title=f"corpus {name}: characters per document")
+        handle = writer.commit({
+            "schema_version": SCHEMA_VERSION,
+            "config": config.model_dump(mode="json"),
+            "inputs": [f.describe() for f in files],
+            "parents": [],
+            "counts": counts,
+            "tables": {"corpus": "part-*.parquet", "rejects": "rejects/*.parquet"},
+            "files": [{"name": p, "rows": pq.ParquetFile(out / p).metadata.num_rows,
+                       "bytes": (out / p).stat().st_size} for p in parts],
+            "validation": report.model_dump(mode="json"),
+            "stats": stats,
+        })
+    if catalog is not None:
+        catalog.register(handle)
+    return IngestResult(dataset=handle, reused=False, counts=counts, report=report, stats=stats,
+                        elapsed_s=time.monotonic() - start)
+
+
+def _plan_tasks(files: list[InputFile], task_bytes: int) -> list[Task]:
+    """Consecutive files grouped into tasks of about ``task_bytes``; a large file is a task alone.
+    Depends only on the inputs, never on the number of workers, so the output does not either."""
+    tasks: list[Task] = []
+    current: list[InputFile] = []
+    size = 0
+    for f in files:
+        if current and size + f.size > task_bytes:
+            tasks.append(Task(len(tasks), current))
+            current, size = [], 0
+        current.append(f)
+        size += f.size
+    if current:
+        tasks.append(Task(len(tasks), current))
+    return tasks
+
+
+def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progress, total_bytes: int
+               ) -> list[TaskResult]:
+    workers = min(cfg.workers or default_workers(), len(tasks)) or 1
+    ctx = mp.get_context("spawn")  # fork is unsafe under the threads of Prefect and torch
+    counter = ctx.Value("q", 0)
+    results: list[TaskResult] = []
+    with progress.task("ingesting", total=total_bytes, unit="B") as bar:
+        stop = threading.Event()
+        seen = [0]
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                value = counter.value
+                bar.advance(value - seen[0])
+                seen[0] = value
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            if workers == 1:
+                init_worker(counter)
+                results = [run_task(t, cfg, str(out)) for t in tasks]
+            else:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                         initargs=(counter,)) as pool:
+                    results = list(pool.map(run_task, tasks, [cfg] * len(tasks), [str(out)] * len(tasks)))
+        finally:
+            stop.set()
+            poller.join()
+            bar.advance(counter.value - seen[0])
+    return results
+
+
+def _drop_duplicates(out: Path, parts: list[str]) -> int:
+    """Remove exact duplicates (same doc_id) across all shards, keeping the first occurrence in
+    input order (shard names sort in task order). DuckDB does the grouping with a memory limit and
+    spills to disk, so this stays bounded whatever the corpus size. Returns the number dropped and
+    appends them to the rejects table with the document they duplicate."""
+    if not parts:
+        return 0
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '512MB'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET temp_directory = '{(out / '.duckdb_tmp').as_posix()}'")
+        files = [str(out / p) for p in parts]
+        con.execute("""
+            CREATE TEMP TABLE dups AS
+            SELECT * FROM (
+                SELECT parse_filename(filename) AS part, file_row_number AS row, source, source_file,
+                       source_record, source_line,
+                       row_number() OVER w AS k,
+                       first_value(source_file) OVER w AS first_file,
+                       first_value(source_record) OVER w AS first_record
+                FROM read_parquet(?, filename = true, file_row_number = true)
+                WINDOW w AS (PARTITION BY doc_id ORDER BY filename, file_row_number)
+            ) WHERE k > 1
+        """, [files])
+        total = con.execute("SELECT count(*) FROM dups").fetchall()[0][0]
+        if total == 0:
+            return 0
+        dup_rejects = out / "rejects" / "duplicates.parquet"
+        con.execute(f"""
+            COPY (SELECT source, source_file, source_record AS record, source_line AS line,
+                         'duplicate' AS reason,
+                         'duplicate of ' || first_file || ' record ' || first_record AS detail
+                  FROM dups ORDER BY part, row)
+            TO '{dup_rejects.as_posix()}' (FORMAT parquet, COMPRESSION zstd)
+        """)
+        by_part = con.execute("SELECT part, list(row ORDER BY row) FROM dups GROUP BY part").fetchall()
+    finally:
+        con.close()
+    _cast_rejects(dup_rejects)
+    for part, rows in by_part:
+        _rewrite_without(out / part, np.asarray(rows, dtype=np.int64))
+    return int(total)
+
+
+def _cast_rejects(path: Path) -> None:
+    table = pq.read_table(path).cast(REJECTS_SCHEMA)
+    pq.write_table(table, path, compression="zstd")
+
+
+def _rewrite_without(path: Path, rows: np.ndarray) -> None:
+    """Rewrite a shard without the given row numbers, row group by row group."""
+    pf = pq.ParquetFile(path)
+    if len(rows) == pf.metadata.num_rows:
+        path.unlink()
+        return
+    tmp = path.with_suffix(".dedup")
+    with pq.ParquetWriter(tmp, pf.schema_arrow, compression="zstd",
+                          use_dictionary=["source", "source_file", "label"]) as writer:
+        start = 0
+        for i in range(pf.num_row_groups):
+            group = pf.read_row_group(i)
+            keep = ~np.isin(np.arange(start, start + group.num_rows), rows)
+            if keep.any():
+                writer.write_table(group.filter(pa.array(keep)), row_group_size=group.num_rows)
+            start += group.num_rows
+    tmp.replace(path)
+
+
+def _counts(results: list[TaskResult], duplicates: int, files: list[InputFile]) -> dict[str, int]:
+    documents_before = sum(r.documents for r in results)
+    per_source = Counter()
+    for r in results:
+        for c in r.per_source.values():
+            per_source.update(c)
+    return {
+        "files": len(files),
+        "input_bytes": sum(f.size for f in files),
+        "records": sum(r.records for r in results),
+        "documents_before_dedup": documents_before,
+        "duplicates": duplicates,
+        "documents": documents_before - duplicates,
+        "rejects": sum(r.rejects for r in results),
+        "file_rejects": sum(r.file_rejects for r in results),
+        "sentences": 0,      # filled from the shards by the gate (after dedup)
+        "characters": 0,
+    }
+
+
+def _stats(results: list[TaskResult], counts: dict[str, int]) -> dict[str, Any]:
+    per_source: dict[str, Counter] = {}
+    reasons: Counter = Counter()
+    hist = np.zeros(len(LENGTH_BINS), dtype=np.int64)
+    for r in results:
+        for source, c in r.per_source.items():
+            per_source.setdefault(source, Counter()).update(c)
+        reasons.update(r.reasons)
+        hist += np.asarray(r.length_hist)
+    return {
+        "per_source_before_dedup": {s: dict(c) for s, c in per_source.items()},
+        "reject_reasons": dict(reasons),
+        "length_bins": LENGTH_BINS,
+        "length_histogram": hist.tolist(),
+    }
+
+
+def _keep_rejects_for_debugging(out: Path, report_path: Path) -> None:
+    """A failed gate commits nothing; keep the rejects table beside the report so the user can see why."""
+    files = sorted((out / "rejects").glob("*.parquet"))
+    if files:
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        pq.write_table(table, report_path.with_name(report_path.stem + "-rejects.parquet"))
+
+
+def _result_from_manifest(handle: DatasetHandle, reused: bool, elapsed: float) -> IngestResult:
+    m = read_manifest(handle)
+    return IngestResult(dataset=handle, reused=reused, counts=m["counts"], report=GateReport(**m["validation"]),
+                        stats=m["stats"], elapsed_s=elapsed)

@@ -1,0 +1,99 @@
+"""Text normalisation and sentence segmentation, vectorised over Arrow string arrays.
+
+Everything here works on whole batches with pyarrow compute (RE2 regexes compiled once in C++).
+Unicode normalisation happens before, per document, in the worker, where CPython's quick check
+makes the common already-normalised case almost free (1 GB/s, against 0.1 GB/s in Arrow).
+
+Whitespace clean-up, in order: line endings to ``\\n``; control and
+zero-width characters removed; tabs and exotic spaces to a plain space; runs of spaces collapsed;
+spaces around newlines removed; three or more newlines to one blank line; optionally hard-wrapped
+lines joined; leading and trailing whitespace stripped.
+
+Sentence segmentation is rule based (good enough for NSP/SOP, no model, no downloads):
+every newline ends a sentence; English ``. ! ?`` (plus closing quotes and brackets) followed by
+a space and an upper-case letter, digit or opening quote ends one, except after common
+abbreviations and single-letter initials; Chinese ``。！？`` and ``……`` (plus closing quotes)
+always end one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Characters removed outright: C0/C1 controls other than \t and \n, zero-width and direction marks, BOM.
+_REMOVE = "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]"
+# Tabs, exotic spaces (NBSP, en/em spaces, ideographic space...) and runs of spaces become one space.
+_SPACES = "[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000][\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]*| {2,}"
+_PARAGRAPH_MARK = "\x1d"
+_SENTENCE_MARK = "\x1e"
+_PROTECTED_DOT = "\x1f"
+
+_ABBREVIATIONS = (
+    "Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Jr|St|Mt|Ft|Rev|Hon|Gen|Col|Lt|Sgt|Capt|Cmdr|Adm|Gov|Sen|Rep|Pres|"
+    "Inc|Ltd|Co|Corp|Bros|No|Nos|Vol|Vols|Fig|Figs|Eq|Ch|Sec|pp|vs|approx|cf|al|ca|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|e\\.g|i\\.e|a\\.m|p\\.m|U\\.S|U\\.K|[A-Z]"
+)
+_ABBREV_RE = f"\\b({_ABBREVIATIONS})\\. "
+_EN_END_RE = "([.!?]+[\"'\u201d\u2019)\\]]*) +([\"'\u201c\u2018(\\[]?[A-Z0-9])"
+_ZH_END_RE = "((?:[\u3002\uff01\uff1f]|\u2026\u2026)+[\u201d\u2019\u300d\u300f\uff09\u3011\u300b\"]*)"
+
+
+def clean_whitespace(arr: pa.StringArray, unwrap_lines: bool) -> pa.StringArray:
+    """Controls out, spaces collapsed, line structure tidied (see the module docstring)."""
+    arr = pc.replace_substring(arr, pattern="\r\n", replacement="\n")
+    arr = pc.replace_substring(arr, pattern="\r", replacement="\n")
+    if not _all_ascii(arr) or _has_controls(arr):
+        arr = pc.replace_substring_regex(arr, pattern=_REMOVE, replacement="")
+    arr = pc.replace_substring_regex(arr, pattern=_SPACES, replacement=" ")
+    arr = pc.replace_substring_regex(arr, pattern=" ?\n ?", replacement="\n")
+    arr = pc.replace_substring_regex(arr, pattern="\n{3,}", replacement="\n\n")
+    if unwrap_lines:
+        arr = pc.replace_substring(arr, pattern="\n\n", replacement=_PARAGRAPH_MARK)
+        arr = pc.replace_substring(arr, pattern="\n", replacement=" ")
+        arr = pc.replace_substring(arr, pattern=_PARAGRAPH_MARK, replacement="\n\n")
+    return pc.utf8_trim_whitespace(arr)
+
+
+def _all_ascii(arr: pa.StringArray) -> bool:
+    return bool(pc.all(pc.string_is_ascii(arr)).as_py() is not False)
+
+
+def _has_controls(arr: pa.StringArray) -> bool:
+    return bool(pc.any(pc.match_substring_regex(arr, pattern="[\x00-\x08\x0b-\x1f\x7f]")).as_py())
+
+
+def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
+    """Each text's sentences, trimmed, empty ones dropped: ``list<string>`` aligned with ``arr``.
+
+    The sentences of a text, joined, give back the text up to whitespace (a property test checks).
+    """
+    marked = arr
+    if segment:
+        marked = pc.replace_substring_regex(marked, pattern=_ABBREV_RE, replacement="\\1" + _PROTECTED_DOT + " ")
+        marked = pc.replace_substring_regex(marked, pattern=_EN_END_RE, replacement="\\1" + _SENTENCE_MARK + "\\2")
+        if not _all_ascii(arr):
+            marked = pc.replace_substring_regex(marked, pattern=_ZH_END_RE, replacement="\\1" + _SENTENCE_MARK)
+    pieces = pc.split_pattern_regex(marked, pattern=f"[{_SENTENCE_MARK}\n]+")
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(pieces))
+    if segment:
+        flat = pc.replace_substring(flat, pattern=_PROTECTED_DOT, replacement=".")
+    return _drop_empty(pieces, flat)
+
+
+def _drop_empty(pieces: pa.ListArray, flat: pa.StringArray) -> pa.ListArray:
+    """Rebuild the list array without its empty strings (vectorised offset arithmetic)."""
+    keep = np.asarray(pc.greater(pc.utf8_length(flat), 0).fill_null(False))
+    if keep.all():
+        return pa.ListArray.from_arrays(_offsets(pieces), flat)
+    parent = np.asarray(pc.list_parent_indices(pieces))
+    counts = np.bincount(parent[keep], minlength=len(pieces))
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+
+
+def _offsets(lists: pa.ListArray) -> pa.Array:
+    offsets = np.asarray(lists.offsets)
+    return pa.array(offsets - offsets[0])

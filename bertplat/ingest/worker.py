@@ -1,0 +1,384 @@
+"""One unit of parallel ingest work: read a group of files, clean and segment their documents in
+batches, and write Parquet shards plus a rejects file into the version's temporary directory.
+
+Runs in a worker process (or inline with one worker). It holds at most one batch of documents
+(``batch_bytes``) and one record in memory; each batch becomes one Parquet row group.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import unicodedata
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bertplat.ingest.config import IngestConfig
+from bertplat.ingest.readers import (
+    FileRejected,
+    Record,
+    Reject,
+    read_delimited,
+    read_gutenberg,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    read_text,
+    read_wikiextractor,
+)
+from bertplat.ingest.schema import CORPUS_SCHEMA, REJECTS_SCHEMA
+from bertplat.ingest.sources import InputFile, detect_compression, detect_format
+from bertplat.ingest.text import clean_whitespace, split_sentences
+
+# Document length histogram, characters per document (log-spaced bin edges; the last bin is open).
+LENGTH_BINS = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000]
+
+_progress_counter: Any = None  # a shared multiprocessing.Value of input bytes read, set per worker
+
+
+def init_worker(counter: Any) -> None:
+    global _progress_counter
+    _progress_counter = counter
+
+
+@dataclass
+class Task:
+    index: int
+    files: list[InputFile]
+
+
+@dataclass
+class TaskResult:
+    index: int
+    parts: list[str] = field(default_factory=list)
+    documents: int = 0
+    records: int = 0          # records seen: documents + record-level rejects (before dedup)
+    rejects: int = 0          # rejects, whole files counted once each
+    file_rejects: int = 0     # rejects not tied to a record (a whole file, text between records)
+    reasons: Counter = field(default_factory=Counter)
+    per_source: dict[str, Counter] = field(default_factory=dict)
+    length_hist: list[int] = field(default_factory=lambda: [0] * len(LENGTH_BINS))
+    bytes_read: int = 0
+
+
+class _CountingFile(io.RawIOBase):
+    """Counts bytes read from the file on disk, for progress on compressed and plain input alike."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.pending = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        self.pending += n or 0
+        if self.pending >= 1 << 22:
+            self.flush_progress()
+        return n
+
+    def flush_progress(self) -> None:
+        if _progress_counter is not None and self.pending:
+            with _progress_counter.get_lock():
+                _progress_counter.value += self.pending
+        self.pending = 0
+
+    def close(self) -> None:
+        self.flush_progress()
+        self.raw.close()
+        super().close()
+
+
+def _open(path: str) -> tuple[BinaryIO, _CountingFile]:
+    counted = _CountingFile(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
+    raw: BinaryIO = io.BufferedReader(counted, buffer_size=1 << 20)
+    head = raw.peek(8)[:8]
+    kind = detect_compression(path, head)
+    if kind == "gzip":
+        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+    elif kind == "bz2":
+        raw = bz2.BZ2File(raw)  # type: ignore[assignment]
+    elif kind == "xz":
+        raw = lzma.LZMAFile(raw)  # type: ignore[assignment]
+    elif kind == "zstd":
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+    if kind is not None:
+        raw = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return raw, counted
+
+
+_CORRUPT = (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error)
+
+
+def read_file(f: InputFile, cfg: IngestConfig):
+    """Records and rejects of one file; file-level problems become one reject with record=None."""
+    try:
+        stream, counted = _open(f.path)
+    except PermissionError:
+        yield Reject("unreadable", "permission denied; fix the file's permissions")
+        return
+    except OSError as exc:
+        yield Reject("unreadable", f"cannot open: {exc.strerror or exc}")
+        return
+    try:
+        yield from _read_stream(stream, f, cfg)
+    except FileRejected as exc:
+        yield Reject(exc.reason, exc.detail)
+    except _CORRUPT as exc:
+        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); records before the damage were kept")
+    except Exception as exc:  # zstandard raises its own error type; name it rather than crash the run
+        if type(exc).__module__.startswith("zstandard"):
+            yield Reject("corrupt_compression", f"damaged zstd stream ({exc})")
+        else:
+            raise
+    finally:
+        counted.flush_progress()
+        stream.close()
+
+
+def _read_stream(stream: BinaryIO, f: InputFile, cfg: IngestConfig):
+    head = stream.peek(1 << 16)[: 1 << 16]  # type: ignore[attr-defined]
+    if not head:
+        raise FileRejected("empty_file", "the file is empty")
+    fmt = cfg.format if cfg.format != "auto" else detect_format(f.path, head)
+    if fmt == "parquet":
+        if detect_compression(f.path, head[:8]) is not None:
+            raise FileRejected("malformed_parquet", "compressed Parquet files are not supported; Parquet "
+                               "compresses internally, store it uncompressed")
+        yield from read_parquet(f.path, cfg)
+        return
+    if b"\x00" in head[:8192]:
+        raise FileRejected("binary_file", f"NUL bytes in the first 8 KB: this is not a {fmt} text file")
+    if fmt == "text":
+        yield from read_text(stream, cfg, f.relname)
+    elif fmt == "jsonl":
+        yield from read_jsonl(stream, cfg)
+    elif fmt == "json":
+        yield from read_json(stream, cfg)
+    elif fmt in ("csv", "tsv"):
+        yield from read_delimited(stream, cfg, "," if fmt == "csv" else "\t")
+    elif fmt == "wikiextractor":
+        yield from read_wikiextractor(stream, cfg)
+    elif fmt == "gutenberg":
+        yield from read_gutenberg(stream, cfg, f.relname)
+    else:  # pragma: no cover - the config's Literal makes this unreachable
+        raise ValueError(f"unknown format {fmt}")
+
+
+# -- batches ---------------------------------------------------------------------------------
+class _Batch:
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.texts: list[str | bytes] = []
+        self.files: list[InputFile] = []
+        self.meta: list[tuple[str | None, str | None, str | None, str, str, int, int | None]] = []
+        self.nbytes = 0
+
+    def add(self, rec: Record, f: InputFile) -> None:
+        self.texts.append(rec.text)
+        self.files.append(f)
+        self.meta.append((rec.title, rec.label, rec.source_id, f.source, f.relname, rec.record, rec.line))
+        self.nbytes += len(rec.text)
+
+
+def _encode_texts(texts: list[str | bytes], cfg: IngestConfig) -> tuple[list[bytes | None], list[str]]:
+    """Decode, Unicode-normalise and re-encode as UTF-8; None (with a reason) where that fails.
+
+    Bytes that decode and are already normalised are kept as they are (no re-encoding)."""
+    form = cfg.normalization
+    out: list[bytes | None] = []
+    errors: list[str] = []
+    utf8 = cfg.encoding == "utf-8"
+    for t in texts:
+        try:
+            s = t.decode(cfg.encoding) if isinstance(t, bytes) else t
+            n = unicodedata.normalize(form, s) if form != "none" else s
+            out.append(t if (utf8 and n is s and isinstance(t, bytes)) else n.encode("utf-8"))
+            errors.append("")
+        except UnicodeDecodeError as exc:
+            out.append(None)
+            errors.append(f"byte {exc.object[exc.start:exc.start + 4]!r} at offset {exc.start} of the record is "
+                          f"not valid {cfg.encoding}; set --encoding if the file uses another one")
+        except UnicodeEncodeError:
+            out.append(None)
+            errors.append("the text holds lone surrogate code points (e.g. a JSON '\\ud800' escape)")
+    return out, errors
+
+
+def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Table | None, list[tuple[int, str, str]]]:
+    """The batch as a corpus table, plus (row, reason, detail) for every rejected record."""
+    encoded, errors = _encode_texts(batch.texts, cfg)
+    rejects = [(i, "undecodable", e) for i, e in enumerate(errors) if e]
+    ok = [i for i, e in enumerate(errors) if not e]
+    if not ok:
+        return None, rejects
+    arr = pa.array([encoded[i] for i in ok], pa.binary()).cast(pa.string())
+    arr = clean_whitespace(arr, unwrap)
+    n_chars = np.asarray(pc.utf8_length(arr), dtype=np.int64)
+    short = n_chars < cfg.min_chars
+    if short.any():
+        for j in np.flatnonzero(short):
+            reason = "empty_text" if n_chars[j] == 0 else "too_short"
+            rejects.append((ok[j], reason, f"{n_chars[j]} characters after normalisation (min_chars={cfg.min_chars})"))
+        keep = ~short
+        arr = arr.filter(pa.array(keep))
+        n_chars = n_chars[keep]
+        ok = [i for i, k in zip(ok, keep) if k]
+        if not ok:
+            return None, rejects
+    sentences = split_sentences(arr, cfg.segment_sentences)
+    meta = [batch.meta[i] for i in ok]
+    columns = list(zip(*meta))
+    table = pa.Table.from_arrays([
+        pa.array(doc_ids(arr), pa.string()), arr, sentences,
+        pa.array(n_chars, pa.int32()), pc.cast(pc.list_value_length(sentences), pa.int32()),
+        pa.array(columns[0], pa.string()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
+        pa.array(columns[3], pa.string()), pa.array(columns[4], pa.string()),
+        pa.array(columns[5], pa.int64()), pa.array(columns[6], pa.int64()),
+    ], schema=CORPUS_SCHEMA)
+    return table, rejects
+
+
+def doc_ids(arr: pa.StringArray) -> list[str]:
+    """blake2b-128 of each text's UTF-8 bytes, hashed straight from the Arrow buffer (no copies)."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    data = memoryview(arr.buffers()[2]) if arr.buffers()[2] is not None else memoryview(b"")
+    blake = hashlib.blake2b
+    return [blake(data[offsets[i]:offsets[i + 1]], digest_size=16).hexdigest() for i in range(len(arr))]
+
+
+# -- writing ---------------------------------------------------------------------------------
+class _ShardWriter:
+    """part-<task>-<seq>.parquet files of at most ~shard_bytes of text, one row group per batch."""
+
+    def __init__(self, out_dir: Path, task: int, shard_bytes: int):
+        self.out_dir, self.task, self.shard_bytes = out_dir, task, shard_bytes
+        self.writer: pq.ParquetWriter | None = None
+        self.parts: list[str] = []
+        self.written = 0
+
+    def write(self, table: pa.Table, text_bytes: int) -> None:
+        if self.writer is None or self.written >= self.shard_bytes:
+            self.close()
+            name = f"part-{self.task:05d}-{len(self.parts):03d}.parquet"
+            self.writer = pq.ParquetWriter(self.out_dir / name, CORPUS_SCHEMA, compression="zstd",
+                                           use_dictionary=["source", "source_file", "label"])
+            self.parts.append(name)
+            self.written = 0
+        self.writer.write_table(table, row_group_size=len(table))
+        self.written += text_bytes
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _RejectWriter:
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[tuple] = []
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, f: InputFile, reason: str, detail: str, record: int | None, line: int | None) -> None:
+        self.rows.append((f.source, f.relname, record, line, reason, detail))
+        if len(self.rows) >= 50_000:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, REJECTS_SCHEMA, compression="zstd")
+        if self.rows:
+            cols = list(zip(*self.rows))
+            self.writer.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(cols, REJECTS_SCHEMA)],
+                                                         schema=REJECTS_SCHEMA))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        assert self.writer is not None
+        self.writer.close()
+
+
+def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
+    """Read every file of the task and write its shards and rejects under ``out_dir``."""
+    out = Path(out_dir)
+    result = TaskResult(task.index)
+    shards = _ShardWriter(out, task.index, cfg.shard_bytes)
+    (out / "rejects").mkdir(exist_ok=True)
+    rejects = _RejectWriter(out / "rejects" / f"part-{task.index:05d}.parquet")
+    batch = _Batch()
+
+    def reject(f: InputFile, reason: str, detail: str, record: int | None, line: int | None) -> None:
+        rejects.add(f, reason, detail, record, line)
+        result.rejects += 1
+        result.reasons[reason] += 1
+
+    def flush() -> None:
+        if batch.texts:
+            table, bad = process_batch(batch, cfg, unwrap=cfg.unwrap_lines is True)
+            for row, reason, detail in bad:
+                reject(batch.files[row], reason, detail, batch.meta[row][5], batch.meta[row][6])
+            if table is not None:
+                shards.write(table, batch.nbytes)
+                _account(result, table)
+            batch.clear()
+
+    for f in task.files:
+        for item in read_file(f, cfg):
+            if isinstance(item, Reject):
+                reject(f, item.reason, item.detail, item.record, item.line)
+                if item.record is None:
+                    result.file_rejects += 1
+                else:
+                    result.records += 1
+                continue
+            result.records += 1
+            batch.add(item, f)
+            if batch.nbytes >= cfg.batch_bytes:
+                flush()
+        src = result.per_source.setdefault(f.source, Counter())
+        src["files"] += 1
+        src["input_bytes"] += f.size
+        result.bytes_read += f.size
+    flush()
+    shards.close()
+    rejects.close()
+    result.parts = shards.parts
+    return result
+
+
+def _account(result: TaskResult, table: pa.Table) -> None:
+    result.documents += table.num_rows
+    n_chars = table.column("n_chars").to_numpy()
+    n_sent = table.column("n_sentences").to_numpy()
+    hist = np.histogram(n_chars, bins=[*LENGTH_BINS, np.iinfo(np.int64).max])[0]
+    result.length_hist = [a + int(b) for a, b in zip(result.length_hist, hist)]
+    sources = table.column("source").to_numpy(zero_copy_only=False)
+    for source in np.unique(sources):
+        mask = sources == source
+        c = result.per_source.setdefault(str(source), Counter())
+        c["documents"] += int(mask.sum())
+        c["sentences"] += int(n_sent[mask].sum())
+        c["characters"] += int(n_chars[mask].sum())
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
