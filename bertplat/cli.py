@@ -1,0 +1,190 @@
+"""The ``bertplat`` command line: one command per stage, plus SQL over the catalog.
+
+Stage commands call the library directly (no Prefect server needed) and show a progress bar;
+the Prefect flows in ``flows/`` call the very same functions, for scheduled and UI-triggered runs.
+Options can come from a YAML file (``--config``); options given on the command line win.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="bertplat: raw text to evaluated BERT-family models. Each stage command writes a "
+                       "dataset version under the data root and registers it in the DuckDB catalog.")
+catalog_app = typer.Typer(no_args_is_help=True, help="Inspect and repair the DuckDB catalog.")
+app.add_typer(catalog_app, name="catalog")
+
+DEBUG = {"on": False}
+
+
+def _context():
+    from bertplat.catalog import Catalog
+    from bertplat.lake import Lake
+    from bertplat.settings import Settings
+
+    settings = Settings()
+    settings.configure_logging()
+    lake = Lake(settings.data_dir)
+    return settings, lake, Catalog(settings.catalog_file, lake)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn, *args, **kwargs):
+    """Run a stage; expected failures (bad input, bad config, failed gate) print a clear message
+    instead of a traceback. ``--debug`` shows the traceback."""
+    from bertplat.catalog import CatalogLocked
+    from bertplat.config import ConfigError
+    from bertplat.lake import DatasetNotFound
+    from bertplat.validation import GateError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ValueError, DatasetNotFound, CatalogLocked, GateError, FileNotFoundError) as exc:
+        if DEBUG["on"]:
+            raise
+        _fail(str(exc), code=2 if isinstance(exc, ConfigError) else 1)
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    DEBUG["on"] = debug
+
+
+def _progress():
+    from bertplat.progress import TqdmProgress
+
+    return TqdmProgress()
+
+
+# -- ingest ------------------------------------------------------------------------------------
+@app.command()
+def ingest(
+    paths: list[str] = typer.Argument(..., help="Files, directories (read recursively) or glob patterns."),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name; the DuckDB view is corpus_<name>."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="auto, text, jsonl, json, csv, tsv, parquet, "
+                                         "wikiextractor or gutenberg (default auto: per file, by extension and content)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of ingest options; "
+                                          "command-line options override it."),
+    text_field: Optional[str] = typer.Option(None, help="JSON field / CSV column / Parquet column with the text "
+                                             "(default 'text')."),
+    id_field: Optional[str] = typer.Option(None, help="Field or column with the source's own document id."),
+    title_field: Optional[str] = typer.Option(None, help="Field or column with a title."),
+    label_field: Optional[str] = typer.Option(None, help="Field or column with a label."),
+    text_mode: Optional[str] = typer.Option(None, help="Plain text: 'file' (one document per file, default), "
+                                            "'paragraphs' (blank-line separated) or 'lines'."),
+    encoding: Optional[str] = typer.Option(None, help="Text encoding of the inputs (default utf-8)."),
+    include: Optional[list[str]] = typer.Option(None, help="Only files whose name matches this glob (repeatable)."),
+    exclude: Optional[list[str]] = typer.Option(None, help="Skip files whose name matches this glob (repeatable)."),
+    normalization: Optional[str] = typer.Option(None, help="Unicode normalisation: NFC (default), NFKC or none."),
+    max_reject_ratio: Optional[float] = typer.Option(None, help="Fail when more than this share of records is "
+                                                     "rejected (default 0.05)."),
+    dedup: Optional[bool] = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate documents (default on)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+) -> None:
+    """Ingest raw corpora into a validated, deduplicated Parquet corpus dataset."""
+    from bertplat.ingest import IngestConfig, run_ingest
+
+    settings, lake, catalog = _context()
+    overrides: dict[str, Any] = dict(format=format, text_field=text_field, id_field=id_field, title_field=title_field,
+                                     label_field=label_field, text_mode=text_mode, encoding=encoding,
+                                     include=include or None, exclude=exclude or None, normalization=normalization,
+                                     max_reject_ratio=max_reject_ratio, dedup=dedup, workers=workers)
+    cfg = _run(IngestConfig.from_yaml, config, **overrides) if config else _run(IngestConfig.build, {}, overrides)
+    result = _run(run_ingest, paths, name, cfg, lake, catalog, progress=_progress())
+    typer.echo(result.summary())
+    if result.counts.get("rejects"):
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.get("reject_reasons", {}).items()))
+        typer.echo(f"  rejects by reason: {reasons}")
+
+
+# -- SQL and the catalog -----------------------------------------------------------------------
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="A SQL query over the catalog's views, e.g. "
+                                "\"SELECT label, count(*) FROM corpus_demo GROUP BY label\"."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="A value for the next ? placeholder "
+                                              "(repeatable); values are bound, never pasted into the SQL."),
+    max_rows: int = typer.Option(40, help="Rows to print (the query itself is not limited)."),
+    output: str = typer.Option("table", "--output", "-o", help="table, csv or json."),
+) -> None:
+    """Run a SQL query against the DuckDB catalog and print the result."""
+    import duckdb
+
+    _, _, catalog = _context()
+    try:
+        columns, rows = catalog.fetch(query, list(param or []))
+    except duckdb.Error as exc:
+        _fail(f"query failed: {exc}")
+    print_table(columns, rows, max_rows, output)
+
+
+def print_table(columns: list[str], rows: list[tuple], max_rows: int = 40, output: str = "table") -> None:
+    if output == "json":
+        typer.echo(json.dumps([dict(zip(columns, r)) for r in rows], default=str, ensure_ascii=False, indent=1))
+        return
+    if output == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold", max_width=60)
+    for r in rows[:max_rows]:
+        table.add_row(*(_cell(v) for v in r))
+    Console(width=max(120, min(200, len(columns) * 30))).print(table)
+    more = f", {len(rows) - max_rows} not shown (--max-rows)" if len(rows) > max_rows else ""
+    typer.echo(f"{len(rows)} rows{more}")
+
+
+def _cell(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@app.command()
+def datasets(kind: Optional[str] = typer.Option(None, help="Only this kind: corpus, vocab, examples, ...")) -> None:
+    """List every dataset version in the catalog."""
+    _, _, catalog = _context()
+    rows = _run(catalog.versions, kind)
+    print_table(["kind", "name", "fingerprint", "created_at", "counts", "path"],
+                [tuple(r.values()) for r in rows], max_rows=1000)
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild() -> None:
+    """Re-index every complete dataset version in the lake and recreate all views."""
+    settings, _, catalog = _context()
+    n = _run(catalog.rebuild)
+    typer.echo(f"catalog {settings.catalog_file}: {n} dataset versions indexed")
+
+
+@catalog_app.command("lineage")
+def catalog_lineage(kind: str = typer.Argument(..., help="Dataset kind."),
+                    name: str = typer.Argument(..., help="Dataset name.")) -> None:
+    """Show the newest version of a dataset and everything it was made from."""
+    _, _, catalog = _context()
+    print_table(["kind", "name", "fingerprint"], _run(catalog.lineage, kind, name))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

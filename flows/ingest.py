@@ -1,0 +1,78 @@
+"""The ingest flow: raw corpora to a validated corpus dataset, with a summary in the Prefect UI.
+
+(``flows/__init__.py`` sets the Prefect defaults; it runs before this module, and before Prefect.)
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from bertplat.ingest import IngestConfig, IngestResult, run_ingest
+from bertplat.lake import DatasetHandle
+from bertplat.plots import text_histogram
+from bertplat.validation import GateError
+from flows.common import (
+    artifact_key,
+    context,
+    png_markdown,
+    publish_gate_report,
+    publish_table,
+    retry_on_io_error,
+    run_progress,
+)
+
+
+class IngestParams(BaseModel):
+    """What to ingest and how; the Prefect UI shows this as the run form."""
+
+    paths: list[str] = Field(description="Files, directories or glob patterns, relative to the working directory.")
+    name: str = Field(description="Dataset name; queryable in DuckDB as corpus_<name>.")
+    options: IngestConfig = Field(default_factory=IngestConfig, description="Ingest options (formats, fields, limits).")
+
+
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_io_error,
+      task_run_name="ingest-{params.name}")
+def ingest_corpus(params: IngestParams) -> IngestResult:
+    _, lake, catalog = context()
+    try:
+        return run_ingest(params.paths, params.name, params.options, lake, catalog, progress=run_progress())
+    except GateError as exc:
+        publish_gate_report(exc.report, artifact_key("corpus", params.name, "gate-failed"))
+        raise
+
+
+def publish_ingest_summary(result: IngestResult) -> None:
+    name = result.dataset.name
+    c = result.counts
+    lines = [
+        f"## corpus `{name}`", "", result.summary().split("\n")[0], "",
+        f"- version: `{result.dataset.uri}`",
+        f"- query: `SELECT * FROM corpus_{name}` and `SELECT * FROM rejects_{name}`",
+        f"- documents {c['documents']:,} (before dedup {c['documents_before_dedup']:,}), sentences {c['sentences']:,}, "
+        f"characters {c['characters']:,}, rejects {c['rejects']:,}", "",
+        "### characters per document", "", text_histogram(result.stats["length_bins"], result.stats["length_histogram"]),
+    ]
+    plot = result.dataset.path / "_report" / "length_histogram.png"
+    if plot.exists():
+        lines += ["", png_markdown(plot, "length histogram")]
+    lines += ["", result.report.to_markdown()]
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact("\n".join(lines), key=artifact_key("corpus", name), description=f"corpus {name}")
+    per_source = result.report.stats.get("per_source", {})
+    publish_table([{"source": s, **v} for s, v in per_source.items()], key=artifact_key("corpus", name, "sources"),
+                  description=f"corpus {name}: documents, sentences and characters per source")
+
+
+@flow(name="ingest", description="Ingest raw corpora into a validated, deduplicated Parquet corpus.")
+def ingest_flow(params: IngestParams) -> DatasetHandle:
+    result = ingest_corpus(params)
+    publish_ingest_summary(result)
+    return result.dataset
+
+
+if __name__ == "__main__":
+    import sys
+
+    ingest_flow(IngestParams(paths=sys.argv[2:], name=sys.argv[1]))
