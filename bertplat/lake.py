@@ -57,13 +57,14 @@ def check_kind(kind: str) -> str:
 
 
 def fingerprint(kind: str, config_json: str, inputs: Iterable[str], schema_version: int) -> str:
-    """A version's fingerprint: its kind, config, inputs' fingerprints and schema, hashed.
+    """A version's fingerprint: its kind, config, inputs' fingerprints (in order: input order can
+    matter, e.g. which of two duplicates is kept) and schema, hashed.
 
     The dataset *name* is deliberately left out: the same inputs and config under two names are
     the same content.
     """
     h = hashlib.sha256()
-    for part in (kind, str(schema_version), config_json, *sorted(inputs)):
+    for part in (kind, str(schema_version), config_json, *inputs):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]

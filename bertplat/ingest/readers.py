@@ -206,7 +206,7 @@ def read_jsonl(stream: BinaryIO, cfg: IngestConfig, text_field: str | None = Non
         try:
             obj = orjson.loads(line if cfg.encoding == "utf-8" else _decode(line, cfg.encoding))
         except orjson.JSONDecodeError as exc:
-            reason = "undecodable" if "utf-8" in str(exc).lower() else "malformed_json"
+            reason = "undecodable" if any(w in str(exc).lower() for w in ("utf-8", "surrogate")) else "malformed_json"
             yield Reject(reason, f"{exc}", record, lineno)
             continue
         except UnicodeDecodeError as exc:
@@ -419,7 +419,8 @@ def _doc_blocks(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 22):
             if end < 0 and nested < 0:
                 break                                   # the block continues in the next chunk
             if (junk := buf[pos:m.start()]).strip():
-                yield "junk", junk, line
+                lead = len(junk) - len(junk.lstrip())
+                yield "junk", junk, line + junk.count(b"\n", 0, lead)
             line += buf.count(b"\n", pos, m.start())
             if nested >= 0:                             # a <doc> that never closed
                 yield "unterminated", buf[m.start():nested], line
@@ -431,8 +432,12 @@ def _doc_blocks(stream: BinaryIO, max_bytes: int, chunk: int = 1 << 22):
             pos = end + len(_CLOSE)
         buf = buf[pos:]
         if eof:
-            if buf.strip():
-                yield ("unterminated" if buf.lstrip().startswith(b"<doc") else "junk"), buf, line
+            m = _OPEN_RE.search(buf)
+            junk, rest = (buf[:m.start()], buf[m.start():]) if m else (buf, b"")
+            if junk.strip():
+                yield "junk", junk, line + junk.count(b"\n", 0, len(junk) - len(junk.lstrip()))
+            if rest:
+                yield "unterminated", rest, line + junk.count(b"\n")
             return
         if len(buf) > max_bytes + chunk:
             if not buf.lstrip().startswith(b"<doc"):
@@ -478,6 +483,7 @@ _PG_END = re.compile(
     r"|^\s*End of (?:the |this )?Project Gutenberg.*$", re.I | re.M)
 _UNWRAP = re.compile(r"(?<=[^\n])\n(?=[^\n])")
 _PG_TITLE = re.compile(r"^Title:\s*(.+)$", re.M)
+_PG_ETEXT_OF = re.compile(r"Project Gutenberg (?:Etext|E-?Book) of (.+?)(?:, by .*)?\**$", re.M | re.I)
 _PG_CREDITS = re.compile(r"^\s*(?:Produced by|E-text prepared by|Etext prepared by|This etext was prepared by|"
                          r"This Project Gutenberg etext was prepared by|Note: Project Gutenberg also has|"
                          r"Transcribed from|This e-?book was produced by)\b[^\n]*(?:\n[^\n]+)*\n*", re.I)
@@ -498,7 +504,7 @@ def strip_gutenberg(text: str) -> tuple[str, str | None, int] | None:
     while credits := _PG_CREDITS.match(stripped):   # transcribers' credits, one paragraph each
         body_start += credits.end()
         stripped = stripped[credits.end():]
-    title = _PG_TITLE.search(text, 0, start.start())
+    title = _PG_TITLE.search(text, 0, start.start()) or _PG_ETEXT_OF.search(text, 0, start.start())
     return stripped.rstrip(), (title.group(1).strip() if title else None), text.count("\n", 0, body_start) + 1
 
 
@@ -517,7 +523,7 @@ def read_gutenberg(stream: BinaryIO, cfg: IngestConfig, name: str) -> Iterator[R
     body, title, line = stripped
     if cfg.unwrap_lines is not False:
         body = _UNWRAP.sub(" ", body)   # books are hard-wrapped at ~70 columns
-    yield Record(body, 1, line, title or _title_from_name(name), None, _pg_number(name))
+    yield Record(body, 1, line, title or _title_from_name(name).split(" - ", 1)[-1], None, _pg_number(name))
 
 
 def _title_from_name(name: str) -> str:

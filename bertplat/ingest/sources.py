@@ -126,10 +126,11 @@ def hash_inputs(files: list[InputFile]) -> list[InputFile]:
     for f in files:
         try:
             digest = sha256_file(f.path)
-        except PermissionError:
-            digest = "unreadable"  # the worker reports it as a reject with the reason
+        except FileNotFoundError:
+            raise SourceError(f"input file {f.path} disappeared while reading the inputs") from None
         except OSError as exc:
-            raise SourceError(f"cannot read {f.path}: {exc.strerror}") from None
+            # Unreadable (permissions, a device, an I/O error): the worker reports it as a reject.
+            digest = f"unreadable:{exc.errno}"
         out.append(InputFile(f.path, f.relname, f.source, f.size, digest))
     return out
 

@@ -153,7 +153,7 @@ def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progre
                 results = [run_task(t, cfg, str(out)) for t in tasks]
             else:
                 with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                         initargs=(counter,)) as pool:
+                                         initargs=(counter, True)) as pool:
                     results = list(pool.map(run_task, tasks, [cfg] * len(tasks), [str(out)] * len(tasks)))
         finally:
             stop.set()

@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 # Characters removed outright: C0/C1 controls other than \t and \n, zero-width and direction marks, BOM.
 _REMOVE = "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]"
 # Tabs, exotic spaces (NBSP, en/em spaces, ideographic space...) and runs of spaces become one space.
-_SPACES = "[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000][\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]*| {2,}"
+_EXOTIC = "\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_SPACES = f"[ {_EXOTIC}]{{2,}}|[{_EXOTIC}]"
 _PARAGRAPH_MARK = "\x1d"
 _SENTENCE_MARK = "\x1e"
 _PROTECTED_DOT = "\x1f"

@@ -48,9 +48,23 @@ LENGTH_BINS = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_0
 _progress_counter: Any = None  # a shared multiprocessing.Value of input bytes read, set per worker
 
 
-def init_worker(counter: Any) -> None:
+def init_worker(counter: Any, die_with_parent: bool = False) -> None:
     global _progress_counter
     _progress_counter = counter
+    if die_with_parent:
+        _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent dies (even by SIGKILL), so that no orphan
+    keeps writing into a temporary directory that the next run will sweep."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans finish their task and exit on the broken pipe
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""The command line: every option explained, stage commands summarise, errors are for people."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from bertplat.cli import app
+
+runner = CliRunner()
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name), cmd
+
+
+def test_every_option_and_argument_has_help():
+    root = typer.main.get_command(app)
+    for path, cmd in all_commands(root):
+        assert cmd.help, f"bertplat {' '.join(path)} has no description"
+        for param in cmd.params:
+            if param.name != "help":
+                assert getattr(param, "help", None), f"bertplat {' '.join(path)}: {param.name} has no help"
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "bertplat.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "ingest" in out.stdout and "sql" in out.stdout
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTPLAT_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+def test_ingest_then_sql(env):
+    src = env / "docs.jsonl"
+    src.write_text("\n".join(json.dumps({"body": f"Text {i}. More.", "y": i % 2}) for i in range(10)) + "\n")
+    cfg = env / "ingest.yaml"
+    cfg.write_text("text_field: body\nlabel_field: y\nworkers: 1\n")
+    result = runner.invoke(app, ["ingest", str(src), "--name", "cli", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "corpus cli@" in result.output and "10 documents" in result.output and "SELECT * FROM corpus_cli" in result.output
+    result = runner.invoke(app, ["sql", "SELECT label, count(*) AS n FROM corpus_cli WHERE label = ? GROUP BY label",
+                                 "-p", "1", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"label": "1", "n": 5}]
+    listed = runner.invoke(app, ["datasets"])
+    assert listed.exit_code == 0 and "cli" in listed.output
+    rebuilt = runner.invoke(app, ["catalog", "rebuild"])
+    assert rebuilt.exit_code == 0 and "1 dataset versions indexed" in rebuilt.output
+
+
+def test_options_override_the_yaml_config(env):
+    src = env / "d.jsonl"
+    src.write_text('{"a": "From field a."}\n')
+    cfg = env / "c.yaml"
+    cfg.write_text("text_field: missing\nworkers: 1\n")
+    result = runner.invoke(app, ["ingest", str(src), "--name", "o", "-c", str(cfg), "--text-field", "a"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["ingest", "/no/such/path", "--name", "x"], "does not exist", 1),
+    (["ingest", ".", "--name", "bad name"], "invalid dataset name", 1),
+    (["ingest", ".", "--name", "x", "--format", "docx"], "format: Input should be", 2),
+    (["ingest", ".", "--name", "x", "--max-reject-ratio", "2"], "max_reject_ratio", 2),
+    (["sql", "SELECT * FROM no_such_view"], "query failed", 1),
+])
+def test_errors_are_one_clear_line_without_traceback(env, args, message, code):
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_bad_yaml_config_is_named(env):
+    cfg = env / "c.yaml"
+    cfg.write_text("workers: [1, 2\n")
+    result = runner.invoke(app, ["ingest", ".", "--name", "x", "--config", str(cfg)])
+    assert result.exit_code == 2 and str(cfg) in result.output and "not valid YAML" in result.output
+    cfg.write_text("no_such_option: 1\n")
+    result = runner.invoke(app, ["ingest", ".", "--name", "x", "--config", str(cfg)])
+    assert result.exit_code == 2 and "no_such_option: Extra inputs are not permitted" in result.output
