@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast lint clean-data server
+.PHONY: setup demo test test-fast lint server deploy worker
 
 setup:
 	@bash scripts/setup.sh
@@ -26,3 +26,12 @@ lint: setup
 ## make server: start a local Prefect server with its UI on http://127.0.0.1:4200
 server: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+## make deploy: register the deployments of prefect.yaml with the Prefect server at PREFECT_API_URL
+deploy: setup
+	$(VENV)/bin/prefect work-pool inspect bertplat >/dev/null 2>&1 || $(VENV)/bin/prefect work-pool create bertplat --type process
+	$(VENV)/bin/prefect --no-prompt deploy --all
+
+## make worker: a process worker for the bertplat pool, run from this clone
+worker: setup
+	PREFECT_LOGGING_EXTRA_LOGGERS=bertplat $(VENV)/bin/prefect worker start --pool bertplat

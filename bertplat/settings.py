@@ -33,8 +33,9 @@ class Settings(BaseSettings):
 
     data_dir: str = Field(
         default="./data",
-        description="Root of the data lake: a local path or a pyarrow/fsspec URI (s3://bucket/prefix). "
-        "Datasets live under <data_dir>/lake, training runs under <data_dir>/runs.",
+        description="Root of the data lake, as a path or URI. Datasets live under <data_dir>/lake, training "
+        "runs under <data_dir>/runs. Object-store URIs (s3://...) are accepted here, but the lake commits "
+        "versions by directory rename and so still needs a local or POSIX filesystem.",
     )
     catalog_path: str | None = Field(
         default=None,

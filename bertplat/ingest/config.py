@@ -91,7 +91,8 @@ class IngestConfig(StageConfig):
     shard_bytes: int = Field(default=256 * MiB, ge=MiB, description="Start a new Parquet shard after this much text.")
     task_bytes: int = Field(
         default=64 * MiB, ge=MiB,
-        description="Consecutive small files are grouped into tasks of about this much input, the unit of parallel work.",
+        description="Consecutive small files are grouped into tasks of at most this much input, the unit of "
+        "parallel work (smaller for small corpora, so that every core gets work).",
     )
     workers: int | None = Field(
         default=None, ge=1,

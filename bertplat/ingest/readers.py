@@ -463,9 +463,21 @@ def _skip_past_close(stream: BinaryIO, buf: bytes, line: int, chunk: int) -> tup
         buf += block
 
 
+_ID_TITLE_RE = re.compile(rb'\s*id="([^"]*)"(?:\s+url="[^"]*")?\s+title="([^"]*)"\s*$')
+
+
+def _attr_text(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    return html.unescape(text) if "&" in text else text
+
+
 def _doc_record(payload: tuple[bytes, bytes], record: int, line: int, cfg: IngestConfig) -> Record:
     attr_bytes, body = payload
-    attrs = {k.decode(): html.unescape(v.decode("utf-8", "replace")) for k, v in _ATTR_RE.findall(attr_bytes)}
+    if m := _ID_TITLE_RE.match(attr_bytes):     # the usual attribute order: one regex, no dict
+        attrs = {"id": m.group(1), "title": m.group(2)}
+    else:
+        attrs = {k.decode(): v for k, v in _ATTR_RE.findall(attr_bytes)}
+    attrs = {k: _attr_text(v) for k, v in attrs.items() if k in ("id", "title")}
     title = attrs.get("title")
     if cfg.wikiextractor_title_line == "drop" and title:
         first, _, rest = body.lstrip(b"\n").partition(b"\n")

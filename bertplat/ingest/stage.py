@@ -112,9 +112,14 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
                         elapsed_s=time.monotonic() - start)
 
 
+MIN_TASK_BYTES = 8 << 20
+
+
 def _plan_tasks(files: list[InputFile], task_bytes: int) -> list[Task]:
-    """Consecutive files grouped into tasks of about ``task_bytes``; a large file is a task alone.
+    """Consecutive files grouped into tasks of at most ``task_bytes`` (less for small corpora, so
+    that there are about 16 tasks to spread over the cores); a large file is a task alone.
     Depends only on the inputs, never on the number of workers, so the output does not either."""
+    task_bytes = min(task_bytes, max(MIN_TASK_BYTES, sum(f.size for f in files) // 16))
     tasks: list[Task] = []
     current: list[InputFile] = []
     size = 0

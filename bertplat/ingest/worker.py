@@ -223,6 +223,8 @@ def _encode_texts(texts: list[str | bytes], cfg: IngestConfig) -> tuple[list[byt
     for t in texts:
         try:
             s = t.decode(cfg.encoding) if isinstance(t, bytes) else t
+            if "\r" in s:   # memchr: most documents have no carriage return at all
+                s = s.replace("\r\n", "\n").replace("\r", "\n")
             n = unicodedata.normalize(form, s) if form != "none" else s
             out.append(t if (utf8 and n is s and isinstance(t, bytes)) else n.encode("utf-8"))
             errors.append("")

@@ -15,7 +15,10 @@ from bertplat.ingest.worker import _encode_texts
 
 
 def clean(text: str, unwrap: bool = False) -> str:
-    return clean_whitespace(pa.array([text]), unwrap)[0].as_py()
+    """The worker's per-document step (line endings, NFC) then the vectorised clean-up."""
+    (encoded,), (error,) = _encode_texts([text], IngestConfig())
+    assert not error
+    return clean_whitespace(pa.array([encoded], pa.binary()).cast(pa.string()), unwrap)[0].as_py()
 
 
 def sentences(text: str) -> list[str]:
