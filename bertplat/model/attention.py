@@ -1,0 +1,114 @@
+"""Bidirectional multi-head attention kernels over padded or unpadded tokens.
+
+Everything goes through `torch.nn.functional.scaled_dot_product_attention` or torch's own
+variable-length flash kernel, so a GPU gets flash / memory-efficient attention and a CPU gets
+torch's fused CPU kernel; no hand-written softmax.
+
+The unpadded layout (rows of real tokens, see `padding.py`) has three implementations:
+
+- ``"varlen"``: `torch.nn.attention.varlen.varlen_attn` (torch >= 2.10), FlashAttention-2 on
+  `cu_seqlens` directly, as MosaicBERT / ModernBERT do with flash-attn. CUDA, fp16/bf16 only, and
+  it has no dropout argument, so it is used only when the attention dropout is off (eval, or a
+  config with attention_dropout=0).
+- ``"jagged"``: nested jagged tensors through SDPA, which dispatches to the varlen flash /
+  memory-efficient kernels and supports dropout. Used on CUDA when varlen cannot be.
+- ``"padded"``: scatter q/k/v back to (B, T), run SDPA with a key-padding mask, gather again. Works
+  everywhere; the default on CPU, where the fused kernel wants dense tensors.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from bertplat.model.padding import pad_input
+
+try:  # torch >= 2.10; absent or CPU-only builds fall back below
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # pragma: no cover - depends on the torch build
+    _varlen_attn = None
+
+UNPADDED_IMPLS = ("auto", "varlen", "jagged", "padded")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class TokenLayout(NamedTuple):
+    """Where the (total_nnz, ...) rows of an unpadded batch came from; see `padding.unpad_input`."""
+
+    indices: torch.Tensor  # (nnz,) int64 positions in the flattened (B * T)
+    cu_seqlens: torch.Tensor  # (B + 1,) int32 cumulative lengths
+    max_seqlen: int  # longest sequence in the batch
+    batch: int  # B
+    seqlen: int  # T of the padded input
+    key_mask: torch.Tensor  # (B, 1, 1, T) bool, True at real tokens: the "padded" fallback's SDPA mask
+
+
+def attend_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                  dropout_p: float) -> torch.Tensor:
+    """SDPA over a padded batch.
+
+    q, k, v: (B, nh, T, hd). key_mask: (B, 1, 1, T) bool, True where the key is a real token, or
+    None for no padding. Returns (B, nh, T, hd).
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+
+
+def choose_unpadded_impl(q: torch.Tensor, dropout_p: float) -> str:
+    """The fastest unpadded implementation that supports this device, dtype and dropout."""
+    if not q.is_cuda:
+        return "padded"
+    half = q.dtype in _HALF
+    # FlashAttention supports head_dim up to 256 in multiples of 8.
+    flash_shape = q.shape[-1] % 8 == 0 and q.shape[-1] <= 256
+    if _varlen_attn is not None and half and flash_shape and dropout_p == 0.0:
+        return "varlen"
+    if half:
+        return "jagged"
+    return "padded"  # fp32 on CUDA: the dense path picks the memory-efficient kernel
+
+
+def attend_unpadded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout,
+                    dropout_p: float, impl: str = "auto") -> torch.Tensor:
+    """Attention within each sequence of an unpadded batch.
+
+    q, k, v: (nnz, nh, hd) rows laid out as described by ``layout``. Returns (nnz, nh, hd).
+    ``impl`` forces an implementation (tests use this); "auto" calls `choose_unpadded_impl`.
+    """
+    if impl == "auto":
+        impl = choose_unpadded_impl(q, dropout_p)
+    if impl == "varlen":
+        if _varlen_attn is None:
+            raise RuntimeError("impl='varlen' needs torch.nn.attention.varlen (torch >= 2.10)")
+        if dropout_p:
+            raise ValueError("impl='varlen' has no attention dropout; use 'jagged' or 'padded' in training")
+        return _varlen_attn(q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_seqlen, layout.max_seqlen)
+    if impl == "jagged":
+        return _attend_jagged(q, k, v, layout, dropout_p)
+    if impl == "padded":
+        return _attend_repadded(q, k, v, layout, dropout_p)
+    raise ValueError(f"unknown unpadded attention impl {impl!r}; choose one of {UNPADDED_IMPLS}")
+
+
+def _attend_jagged(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tensor:
+    offsets = layout.cu_seqlens.to(torch.int64)
+
+    def nest(x: torch.Tensor) -> torch.Tensor:  # (nnz, nh, hd) -> (B, nh, j, hd) jagged in j
+        # NJT SDPA wants each of q, k, v contiguous; ours are strided views into the fused QKV output.
+        nested = torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets=offsets,
+                                                        max_seqlen=layout.max_seqlen)
+        return nested.transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(nest(q), nest(k), nest(v), dropout_p=dropout_p)
+    return out.transpose(1, 2).values()  # (nnz, nh, hd)
+
+
+def _attend_repadded(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tensor:
+    B, T = layout.batch, layout.seqlen
+
+    def pad(x: torch.Tensor) -> torch.Tensor:  # (nnz, nh, hd) -> (B, nh, T, hd)
+        return pad_input(x, layout.indices, B, T).transpose(1, 2)
+
+    out = attend_padded(pad(q), pad(k), pad(v), layout.key_mask, dropout_p)  # (B, nh, T, hd)
+    return out.transpose(1, 2).flatten(0, 1)[layout.indices]  # (nnz, nh, hd)
