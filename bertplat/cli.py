@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -71,25 +71,25 @@ def _progress():
 def ingest(
     paths: list[str] = typer.Argument(..., help="Files, directories (read recursively) or glob patterns."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name; the DuckDB view is corpus_<name>."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="auto, text, jsonl, json, csv, tsv, parquet, "
+    format: str | None = typer.Option(None, "--format", "-f", help="auto, text, jsonl, json, csv, tsv, parquet, "
                                          "wikiextractor or gutenberg (default auto: per file, by extension and content)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of ingest options; "
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of ingest options; "
                                           "command-line options override it."),
-    text_field: Optional[str] = typer.Option(None, help="JSON field / CSV column / Parquet column with the text "
+    text_field: str | None = typer.Option(None, help="JSON field / CSV column / Parquet column with the text "
                                              "(default 'text')."),
-    id_field: Optional[str] = typer.Option(None, help="Field or column with the source's own document id."),
-    title_field: Optional[str] = typer.Option(None, help="Field or column with a title."),
-    label_field: Optional[str] = typer.Option(None, help="Field or column with a label."),
-    text_mode: Optional[str] = typer.Option(None, help="Plain text: 'file' (one document per file, default), "
+    id_field: str | None = typer.Option(None, help="Field or column with the source's own document id."),
+    title_field: str | None = typer.Option(None, help="Field or column with a title."),
+    label_field: str | None = typer.Option(None, help="Field or column with a label."),
+    text_mode: str | None = typer.Option(None, help="Plain text: 'file' (one document per file, default), "
                                             "'paragraphs' (blank-line separated) or 'lines'."),
-    encoding: Optional[str] = typer.Option(None, help="Text encoding of the inputs (default utf-8)."),
-    include: Optional[list[str]] = typer.Option(None, help="Only files whose name matches this glob (repeatable)."),
-    exclude: Optional[list[str]] = typer.Option(None, help="Skip files whose name matches this glob (repeatable)."),
-    normalization: Optional[str] = typer.Option(None, help="Unicode normalisation: NFC (default), NFKC or none."),
-    max_reject_ratio: Optional[float] = typer.Option(None, help="Fail when more than this share of records is "
+    encoding: str | None = typer.Option(None, help="Text encoding of the inputs (default utf-8)."),
+    include: list[str] | None = typer.Option(None, help="Only files whose name matches this glob (repeatable)."),
+    exclude: list[str] | None = typer.Option(None, help="Skip files whose name matches this glob (repeatable)."),
+    normalization: str | None = typer.Option(None, help="Unicode normalisation: NFC (default), NFKC or none."),
+    max_reject_ratio: float | None = typer.Option(None, help="Fail when more than this share of records is "
                                                      "rejected (default 0.05)."),
-    dedup: Optional[bool] = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate documents (default on)."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+    dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate documents (default on)."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
 ) -> None:
     """Ingest raw corpora into a validated, deduplicated Parquet corpus dataset."""
     from bertplat.ingest import IngestConfig, run_ingest
@@ -107,12 +107,38 @@ def ingest(
         typer.echo(f"  rejects by reason: {reasons}")
 
 
+# -- vocab -------------------------------------------------------------------------------------
+@app.command()
+def vocab(
+    corpus: str = typer.Option(..., "--corpus", help="Corpus dataset to train on: NAME (newest version) or NAME@FINGERPRINT."),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name; the DuckDB view is vocab_<name>."),
+    vocab_size: int | None = typer.Option(None, help="Vocabulary size including special tokens (default 30522)."),
+    pad_to_multiple_of: int | None = typer.Option(None, help="Round the size up to a multiple of this (64 for GPUs)."),
+    lowercase: bool | None = typer.Option(None, "--lowercase/--cased", help="Uncased (default) or cased vocabulary."),
+    min_frequency: int | None = typer.Option(None, help="Minimum pair frequency for a merge (default 2)."),
+    limit_alphabet: int | None = typer.Option(None, help="Most distinct characters in the alphabet (default 1000; "
+                                                 "8000 for Chinese)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of vocab options; command-line "
+                                          "options override it."),
+) -> None:
+    """Train a WordPiece vocabulary (BERT's pipeline) on a corpus dataset."""
+    from bertplat.vocab import VocabConfig, run_vocab
+
+    _, lake, catalog = _context()
+    overrides = dict(vocab_size=vocab_size, pad_to_multiple_of=pad_to_multiple_of, lowercase=lowercase,
+                     min_frequency=min_frequency, limit_alphabet=limit_alphabet)
+    cfg = _run(VocabConfig.from_yaml, config, **overrides) if config else _run(VocabConfig.build, {}, overrides)
+    corpus_handle = _run(lake.resolve, "corpus", corpus)
+    result = _run(run_vocab, corpus_handle, name, cfg, lake, catalog, progress=_progress())
+    typer.echo(result.summary())
+
+
 # -- SQL and the catalog -----------------------------------------------------------------------
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="A SQL query over the catalog's views, e.g. "
                                 "\"SELECT label, count(*) FROM corpus_demo GROUP BY label\"."),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="A value for the next ? placeholder "
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="A value for the next ? placeholder "
                                               "(repeatable); values are bound, never pasted into the SQL."),
     max_rows: int = typer.Option(40, help="Rows to print (the query itself is not limited)."),
     output: str = typer.Option("table", "--output", "-o", help="table, csv or json."),
@@ -158,7 +184,7 @@ def _cell(value: Any) -> str:
 
 
 @app.command()
-def datasets(kind: Optional[str] = typer.Option(None, help="Only this kind: corpus, vocab, examples, ...")) -> None:
+def datasets(kind: str | None = typer.Option(None, help="Only this kind: corpus, vocab, examples, ...")) -> None:
     """List every dataset version in the catalog."""
     _, _, catalog = _context()
     rows = _run(catalog.versions, kind)
