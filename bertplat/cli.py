@@ -133,6 +133,42 @@ def vocab(
     typer.echo(result.summary())
 
 
+# -- examples ----------------------------------------------------------------------------------
+@app.command()
+def examples(
+    corpus: str = typer.Option(..., "--corpus", help="Corpus dataset: NAME (newest version) or NAME@FINGERPRINT."),
+    vocab: str = typer.Option(..., "--vocab", help="Vocab dataset: NAME or NAME@FINGERPRINT."),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name; the DuckDB view is examples_<name>."),
+    objective: str | None = typer.Option(None, help="nsp (BERT, default), sop (ALBERT) or mlm (RoBERTa, MLM only)."),
+    max_seq_length: int | None = typer.Option(None, help="Tokens per example (default 128; BERT's second phase: 512)."),
+    masking: str | None = typer.Option(None, help="dynamic (default: the collator masks at training time) or "
+                                       "static (masks written into the examples)."),
+    mask_prob: float | None = typer.Option(None, help="Share of tokens to predict (default 0.15)."),
+    whole_word_masking: bool | None = typer.Option(None, "--whole-word-masking/--token-masking",
+                                                   help="Mask whole words (all their pieces) or single tokens (default)."),
+    dupe_factor: int | None = typer.Option(None, help="Passes over the corpus with new random choices (default 1)."),
+    short_seq_prob: float | None = typer.Option(None, help="Share of shorter nsp/sop examples (default 0.1)."),
+    validation_fraction: float | None = typer.Option(None, help="Share of documents in the validation split (default 0.01)."),
+    seed: int | None = typer.Option(None, help="Random seed (default 12345)."),
+    workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of examples options; command-line "
+                                       "options override it."),
+) -> None:
+    """Build pretraining examples (MLM with NSP, SOP or nothing) from a corpus and a vocabulary."""
+    from bertplat.examples.config import ExamplesConfig
+    from bertplat.examples.stage import run_examples
+
+    _, lake, catalog = _context()
+    overrides = dict(objective=objective, max_seq_length=max_seq_length, masking=masking, mask_prob=mask_prob,
+                     whole_word_masking=whole_word_masking, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
+                     validation_fraction=validation_fraction, seed=seed, workers=workers)
+    cfg = _run(ExamplesConfig.from_yaml, config, **overrides) if config else _run(ExamplesConfig.build, {}, overrides)
+    corpus_handle = _run(lake.resolve, "corpus", corpus)
+    vocab_handle = _run(lake.resolve, "vocab", vocab)
+    result = _run(run_examples, corpus_handle, vocab_handle, name, cfg, lake, catalog, progress=_progress())
+    typer.echo(result.summary())
+
+
 # -- SQL and the catalog -----------------------------------------------------------------------
 @app.command()
 def sql(

