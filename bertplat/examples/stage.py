@@ -66,21 +66,21 @@ class ExamplesResult(BaseModel):
 
 
 def plan_tasks(corpus: DatasetHandle, task_bytes: int = TASK_BYTES) -> list[ExamplesTask]:
-    """Windows (corpus row groups) in sorted order, grouped into tasks of about ``task_bytes``."""
+    """Windows (corpus row groups) in sorted order, grouped into tasks of at most ``task_bytes`` (less
+    for small corpora, so that there are about 16 tasks to share out). Depends on the corpus only."""
+    groups = [(part, rg, meta.row_group(rg).total_byte_size)
+              for part in sorted(corpus.path.glob("part-*.parquet"))
+              for meta in [pq.ParquetFile(part).metadata] for rg in range(meta.num_row_groups)]
+    task_bytes = min(task_bytes, max(1, sum(g[2] for g in groups) // 16))
     tasks: list[ExamplesTask] = []
     current: list[Window] = []
     size = 0
-    index = 0
-    for part in sorted(corpus.path.glob("part-*.parquet")):
-        meta = pq.ParquetFile(part).metadata
-        for rg in range(meta.num_row_groups):
-            group_bytes = meta.row_group(rg).total_byte_size
-            if current and size + group_bytes > task_bytes:
-                tasks.append(ExamplesTask(len(tasks), current))
-                current, size = [], 0
-            current.append(Window(index, str(part), rg))
-            size += group_bytes
-            index += 1
+    for index, (part, rg, group_bytes) in enumerate(groups):
+        if current and size + group_bytes > task_bytes:
+            tasks.append(ExamplesTask(len(tasks), current))
+            current, size = [], 0
+        current.append(Window(index, str(part), rg))
+        size += group_bytes
     if current:
         tasks.append(ExamplesTask(len(tasks), current))
     return tasks

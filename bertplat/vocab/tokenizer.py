@@ -42,15 +42,22 @@ def finish_tokenizer(tok: Tokenizer, cfg: VocabConfig) -> Tokenizer:
     """Pad the vocabulary to its target size with [unusedN] tokens and add the pair template."""
     vocab = tok.get_vocab()
     missing = cfg.target_size() - len(vocab)
-    if missing > 0:
-        ordered = sorted(vocab, key=vocab.__getitem__)
-        ordered += [f"[unused{i}]" for i in range(missing)]
-        model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
+    if missing <= 0:
+        return _add_post_processor(tok)
+    ordered = sorted(vocab, key=vocab.__getitem__) + [f"[unused{i}]" for i in range(missing)]
+    return tokenizer_from_vocab(ordered, cfg)
+
+
+def tokenizer_from_vocab(tokens: list[str], cfg: VocabConfig) -> Tokenizer:
+    """The full BERT pipeline over a given vocabulary (token i has id i), e.g. a saved vocab.txt."""
+    tok = new_tokenizer(cfg)
+    tok.model = models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]",
                                  max_input_chars_per_word=cfg.max_input_chars_per_word)
-        rebuilt = Tokenizer(model)
-        rebuilt.normalizer, rebuilt.pre_tokenizer, rebuilt.decoder = tok.normalizer, tok.pre_tokenizer, tok.decoder
-        rebuilt.add_special_tokens(list(SPECIAL_TOKENS))
-        tok = rebuilt
+    tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in tokens])
+    return _add_post_processor(tok)
+
+
+def _add_post_processor(tok: Tokenizer) -> Tokenizer:
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
