@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    """matplotlib, imported on first use (it costs a second; most processes never plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _label(edge: float) -> str:
@@ -22,6 +27,7 @@ def plot_length_histogram(edges: Sequence[float], counts: Sequence[int], path: P
                           xlabel: str = "characters per document") -> Path:
     """Bars for log-spaced bins ``[edges[i], edges[i+1])``; the last bin is open-ended."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     labels = [f"{_label(a)}-{_label(b)}" for a, b in zip(edges[:-1], edges[1:])] + [f">={_label(edges[-1])}"]
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
     ax.bar(range(len(counts)), counts, color="#3b75af")
@@ -39,6 +45,7 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path
                 xlabel: str, ylabel: str, logy: bool = False) -> Path:
     """One line per named (x, y) series, e.g. train and validation loss against steps."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for name, (x, y) in series.items():
         ax.plot(x, y, label=name, marker="o" if len(x) < 30 else None, markersize=3)

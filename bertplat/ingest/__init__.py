@@ -1,7 +1,25 @@
-"""Corpus ingestion: raw files of any common shape to a clean, deduplicated, validated corpus."""
+"""Corpus ingestion: raw files of any common shape to a clean, deduplicated, validated corpus.
 
-from bertplat.ingest.config import FORMATS, IngestConfig
-from bertplat.ingest.readers import REJECT_REASONS
-from bertplat.ingest.stage import IngestResult, run_ingest
+The names below load on first use, so that worker processes, which import only
+``bertplat.ingest.worker``, do not pay for the stage's heavier imports (DuckDB, pandera, plots).
+"""
 
-__all__ = ["FORMATS", "IngestConfig", "IngestResult", "REJECT_REASONS", "run_ingest"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMATS": "bertplat.ingest.config",
+    "IngestConfig": "bertplat.ingest.config",
+    "REJECT_REASONS": "bertplat.ingest.readers",
+    "IngestResult": "bertplat.ingest.stage",
+    "run_ingest": "bertplat.ingest.stage",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bertplat.ingest' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

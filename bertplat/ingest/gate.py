@@ -8,13 +8,50 @@ from typing import Any
 
 import duckdb
 import pandera.errors
+import pandera.polars as pa
 import polars as pl
+import pyarrow
 import pyarrow.parquet as pq
 
 from bertplat.ingest.config import IngestConfig
-from bertplat.ingest.schema import CorpusDocument
 from bertplat.progress import NullProgress, Progress
-from bertplat.validation import GateReport
+from bertplat.validation import Check, GateReport
+
+
+class CorpusDocument(pa.DataFrameModel):
+    """One row of a corpus shard."""
+
+    # Unique ids are a dataset-level check (DuckDB, across shards, after dedup), not a row-group one:
+    # workers validate each row group before the cross-shard dedup.
+    doc_id: str = pa.Field(str_matches=r"^[0-9a-f]{32}$")
+    text: str = pa.Field(str_length={"min_value": 1})
+    sentences: pl.List(pl.Utf8) = pa.Field()
+    n_chars: pl.Int32 = pa.Field(ge=1)
+    n_sentences: pl.Int32 = pa.Field(ge=1)
+    title: str | None = pa.Field(nullable=True)
+    label: str | None = pa.Field(nullable=True)
+    source_id: str | None = pa.Field(nullable=True)
+    source: str = pa.Field(str_length={"min_value": 1})
+    source_file: str = pa.Field(str_length={"min_value": 1})
+    source_record: pl.Int64 = pa.Field(ge=1)
+    source_line: pl.Int64 | None = pa.Field(nullable=True, ge=1)
+
+    @pa.dataframe_check
+    def n_sentences_is_list_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("sentences").list.len() == pl.col("n_sentences"))
+
+    @pa.dataframe_check
+    def n_chars_is_text_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("text").str.len_chars() == pl.col("n_chars"))
+
+    @pa.dataframe_check
+    def sentences_are_non_empty(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            pl.col("sentences").list.eval(pl.element().str.len_chars() > 0).list.all())
+
+    class Config:
+        strict = True   # no unexpected columns
+        ordered = True
 
 
 def corpus_totals(root: Path, parts: list[str]) -> dict[str, Any]:
@@ -35,24 +72,28 @@ def corpus_totals(root: Path, parts: list[str]) -> dict[str, Any]:
 
 
 def validate_corpus(root: Path, parts: list[str], counts: dict[str, int], cfg: IngestConfig, dataset: str,
-                    progress: Progress | None = None) -> GateReport:
+                    progress: Progress | None = None, checked: list[Check] | None = None) -> GateReport:
     """Check every shard under ``root`` and the dataset as a whole; fills counts' sentence and
-    character totals from the shards."""
+    character totals from the shards.
+
+    ``checked``: the schema failures the workers found when they validated each row group before
+    writing it (the stage passes them, so shards are not read back); None reads and checks every
+    row group here."""
     progress = progress or NullProgress()
     report = GateReport(stage="ingest", dataset=dataset)
-    file_rows = 0
-    schema_failures = 0
-    with progress.task("validating shards", total=len(parts), unit="shards") as bar:
-        for part in parts:
-            pf = pq.ParquetFile(root / part)
-            file_rows += pf.metadata.num_rows
-            for i in range(pf.num_row_groups):
-                schema_failures += _check_row_group(report, pf, i, part)
-            bar.advance(1)
-    if schema_failures == 0:
+    if checked is None:
+        checked = []
+        with progress.task("validating shards", total=len(parts), unit="shards") as bar:
+            for part in parts:
+                pf = pq.ParquetFile(root / part)
+                for i in range(pf.num_row_groups):
+                    checked += check_row_group(pf.read_row_group(i), f"{part} row group {i}")
+                bar.advance(1)
+    report.checks += checked
+    if not checked:
         report.add("schema", True, observed=f"{len(parts)} shards", expected="CorpusDocument",
                    detail="types, non-empty text, id format, n_sentences and n_chars consistent, on every row group")
-
+    file_rows = sum(pq.ParquetFile(root / part).metadata.num_rows for part in parts)
     totals = corpus_totals(root, parts)
     counts["sentences"], counts["characters"] = totals["sentences"], totals["characters"]
     report.add("documents present", totals["rows"] > 0, observed=totals["rows"], expected="> 0",
@@ -74,21 +115,19 @@ def validate_corpus(root: Path, parts: list[str], counts: dict[str, int], cfg: I
     return report
 
 
-def _check_row_group(report: GateReport, pf: pq.ParquetFile, index: int, part: str) -> int:
-    frame = pl.from_arrow(pf.read_row_group(index))
+def check_row_group(table: pyarrow.Table, where: str) -> list[Check]:
+    """The CorpusDocument schema on one row group; a failed check per broken rule, naming ``where``."""
     try:
-        CorpusDocument.validate(frame, lazy=True)
-        return 0
+        CorpusDocument.validate(pl.from_arrow(table), lazy=True)
+        return []
     except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        failures = 0
-        for (check, column), group in cases.group_by(["check", "column"], maintain_order=True):
+        failures = []
+        for (check, column), group in exc.failure_cases.group_by(["check", "column"], maintain_order=True):
             rows = [r for r in group.get_column("index").to_list() if r is not None][:5]
-            report.add(f"schema: {column} {check}", False, observed=f"{group.height} rows",
-                       expected="0 rows", where=f"{part} row group {index}",
-                       detail=f"first bad rows: {rows}; example: {str(group.get_column('failure_case')[0])[:80]!r}")
-            failures += 1
+            failures.append(Check(name=f"schema: {column} {check}", passed=False, observed=f"{group.height} rows",
+                                  expected="0 rows", where=where,
+                                  detail=f"first bad rows: {rows}; example: "
+                                         f"{str(group.get_column('failure_case')[0])[:80]!r}"))
         return failures
     except pandera.errors.SchemaError as exc:
-        report.add("schema", False, where=f"{part} row group {index}", detail=str(exc)[:300])
-        return 1
+        return [Check(name="schema", passed=False, where=where, detail=str(exc)[:300])]

@@ -1,9 +1,7 @@
-"""The corpus and rejects tables: Arrow schemas for writing, a pandera model for the gate."""
+"""The corpus and rejects tables as Arrow schemas (the pandera model of a row is in ``gate.py``)."""
 
 from __future__ import annotations
 
-import pandera.polars as pa
-import polars as pl
 import pyarrow
 
 SCHEMA_VERSION = 1
@@ -34,37 +32,3 @@ REJECTS_SCHEMA = pyarrow.schema([
     pyarrow.field("reason", pyarrow.string(), nullable=False),
     pyarrow.field("detail", pyarrow.string(), nullable=False),
 ])
-
-
-class CorpusDocument(pa.DataFrameModel):
-    """One row of a corpus shard."""
-
-    doc_id: str = pa.Field(unique=True, str_matches=r"^[0-9a-f]{32}$")
-    text: str = pa.Field(str_length={"min_value": 1})
-    sentences: pl.List(pl.Utf8) = pa.Field()
-    n_chars: pl.Int32 = pa.Field(ge=1)
-    n_sentences: pl.Int32 = pa.Field(ge=1)
-    title: str | None = pa.Field(nullable=True)
-    label: str | None = pa.Field(nullable=True)
-    source_id: str | None = pa.Field(nullable=True)
-    source: str = pa.Field(str_length={"min_value": 1})
-    source_file: str = pa.Field(str_length={"min_value": 1})
-    source_record: pl.Int64 = pa.Field(ge=1)
-    source_line: pl.Int64 | None = pa.Field(nullable=True, ge=1)
-
-    @pa.dataframe_check
-    def n_sentences_is_list_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("sentences").list.len() == pl.col("n_sentences"))
-
-    @pa.dataframe_check
-    def n_chars_is_text_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("text").str.len_chars() == pl.col("n_chars"))
-
-    @pa.dataframe_check
-    def sentences_are_non_empty(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            pl.col("sentences").list.eval(pl.element().str.len_chars() > 0).list.all())
-
-    class Config:
-        strict = True   # no unexpected columns
-        ordered = True

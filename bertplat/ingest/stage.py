@@ -86,7 +86,8 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
         duplicates = _drop_duplicates(out, parts) if config.dedup else 0
         parts = [p for p in parts if (out / p).exists()]
         counts = _counts(results, duplicates, files)
-        report = validate_corpus(out, parts, counts, config, dataset=f"{KIND}/{name}@{fp}", progress=progress)
+        report = validate_corpus(out, parts, counts, config, dataset=f"{KIND}/{name}@{fp}", progress=progress,
+                                 checked=[c for r in results for c in r.schema_failures])
         stats = _stats(results, counts)
         if not report.passed:
             path = report.write(lake.data_dir / "reports")

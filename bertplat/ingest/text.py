@@ -28,7 +28,6 @@ _REMOVE = "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]"
 _EXOTIC = "\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
 _SPACES = f"[ {_EXOTIC}]{{2,}}|[{_EXOTIC}]"
 _PARAGRAPH_MARK = "\x1d"
-_SENTENCE_MARK = "\x1e"
 _PROTECTED_DOT = "\x1f"
 
 _ABBREVIATIONS = (
@@ -39,6 +38,9 @@ _ABBREVIATIONS = (
 _ABBREV_RE = f"\\b({_ABBREVIATIONS})\\. "
 _EN_END_RE = "([.!?]+[\"'\u201d\u2019)\\]]*) +([\"'\u201c\u2018(\\[]?[A-Z0-9])"
 _ZH_END_RE = "((?:[\u3002\uff01\uff1f]|\u2026\u2026)+[\u201d\u2019\u300d\u300f\uff09\u3011\u300b\"]*)"
+# Both rules in one pass: an English match fills groups 1 and 2, a Chinese one group 3, and the
+# template "\\1\\3<newline>\\2" is right for either, since a group that did not take part is empty.
+_END_RE = f"{_EN_END_RE}|{_ZH_END_RE}"
 
 
 def clean_whitespace(arr: pa.StringArray, unwrap_lines: bool) -> pa.StringArray:
@@ -53,10 +55,16 @@ def clean_whitespace(arr: pa.StringArray, unwrap_lines: bool) -> pa.StringArray:
     arr = pc.replace_substring(arr, pattern=" \n", replacement="\n")
     arr = pc.replace_substring_regex(arr, pattern="\n{3,}", replacement="\n\n")
     if unwrap_lines:
-        arr = pc.replace_substring(arr, pattern="\n\n", replacement=_PARAGRAPH_MARK)
-        arr = pc.replace_substring(arr, pattern="\n", replacement=" ")
-        arr = pc.replace_substring(arr, pattern=_PARAGRAPH_MARK, replacement="\n\n")
+        arr = unwrap(arr)
     return pc.utf8_trim_whitespace(arr)
+
+
+def unwrap(arr: pa.StringArray) -> pa.StringArray:
+    """Join hard-wrapped lines: a single newline becomes a space, blank lines stay (after clean-up,
+    so that lines holding only spaces already count as blank)."""
+    arr = pc.replace_substring(arr, pattern="\n\n", replacement=_PARAGRAPH_MARK)
+    arr = pc.replace_substring(arr, pattern="\n", replacement=" ")
+    return pc.replace_substring(arr, pattern=_PARAGRAPH_MARK, replacement="\n\n")
 
 
 def _all_ascii(arr: pa.StringArray) -> bool:
@@ -71,10 +79,12 @@ def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
     marked = arr
     if segment:
         marked = pc.replace_substring_regex(marked, pattern=_ABBREV_RE, replacement="\\1" + _PROTECTED_DOT + " ")
-        marked = pc.replace_substring_regex(marked, pattern=_EN_END_RE, replacement="\\1" + _SENTENCE_MARK + "\\2")
-        if not _all_ascii(arr):
-            marked = pc.replace_substring_regex(marked, pattern=_ZH_END_RE, replacement="\\1" + _SENTENCE_MARK)
-    pieces = pc.split_pattern_regex(marked, pattern=f"[{_SENTENCE_MARK}\n]+")
+        # a sentence end becomes a newline, so one literal split (faster than a regex split) cuts both
+        if _all_ascii(arr):
+            marked = pc.replace_substring_regex(marked, pattern=_EN_END_RE, replacement="\\1\n\\2")
+        else:
+            marked = pc.replace_substring_regex(marked, pattern=_END_RE, replacement="\\1\\3\n\\2")
+    pieces = pc.split_pattern(marked, pattern="\n")
     flat = pc.utf8_trim_whitespace(pc.list_flatten(pieces))
     if segment:
         flat = pc.replace_substring(flat, pattern=_PROTECTED_DOT, replacement=".")

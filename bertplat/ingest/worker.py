@@ -26,9 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bertplat.ingest.config import IngestConfig
+from bertplat.ingest.gate import check_row_group
 from bertplat.ingest.readers import (
     FileRejected,
     Record,
+    Records,
     Reject,
     read_delimited,
     read_gutenberg,
@@ -41,6 +43,7 @@ from bertplat.ingest.readers import (
 from bertplat.ingest.schema import CORPUS_SCHEMA, REJECTS_SCHEMA
 from bertplat.ingest.sources import InputFile, detect_compression, detect_format
 from bertplat.ingest.text import clean_whitespace, split_sentences
+from bertplat.ingest.text import unwrap as unwrap_lines
 
 # Document length histogram, characters per document (log-spaced bin edges; the last bin is open).
 LENGTH_BINS = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000]
@@ -82,6 +85,7 @@ class TaskResult:
     rejects: int = 0          # rejects, whole files counted once each
     file_rejects: int = 0     # rejects not tied to a record (a whole file, text between records)
     reasons: Counter = field(default_factory=Counter)
+    schema_failures: list = field(default_factory=list)   # gate checks of the row groups written
     per_source: dict[str, Counter] = field(default_factory=dict)
     length_hist: list[int] = field(default_factory=lambda: [0] * len(LENGTH_BINS))
     bytes_read: int = 0
@@ -196,26 +200,85 @@ def _read_stream(stream: BinaryIO, f: InputFile, cfg: IngestConfig):
 
 # -- batches ---------------------------------------------------------------------------------
 class _Batch:
+    """A batch of documents as columns (plain lists), filled record by record or many at a time."""
+
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
         self.texts: list[str | bytes] = []
+        self.titles: list[str | None] = []
+        self.labels: list[str | None] = []
+        self.source_ids: list[str | None] = []
+        self.records: list[int] = []
+        self.lines: list[int | None] = []
         self.files: list[InputFile] = []
-        self.meta: list[tuple[str | None, str | None, str | None, str, str, int, int | None]] = []
+        self.unwrap: list[bool] = []
         self.nbytes = 0
 
     def add(self, rec: Record, f: InputFile) -> None:
         self.texts.append(rec.text)
+        self.titles.append(rec.title)
+        self.labels.append(rec.label)
+        self.source_ids.append(rec.source_id)
+        self.records.append(rec.record)
+        self.lines.append(rec.line)
         self.files.append(f)
-        self.meta.append((rec.title, rec.label, rec.source_id, f.source, f.relname, rec.record, rec.line))
+        self.unwrap.append(rec.unwrap)
         self.nbytes += len(rec.text)
+
+    def extend(self, recs: Records, f: InputFile) -> None:
+        n = len(recs)
+        self.texts += recs.texts
+        self.titles += recs.titles
+        self.labels += [None] * n
+        self.source_ids += recs.source_ids
+        self.records += range(recs.first_record, recs.first_record + n)
+        self.lines += recs.lines
+        self.files += [f] * n
+        self.unwrap += [False] * n
+        self.nbytes += sum(map(len, recs.texts))
+
+    def columns(self, rows: list[int]) -> list[pa.Array]:
+        """title, label, source_id, source, source_file, source_record, source_line for ``rows``."""
+        def pick(values: list) -> list:
+            return values if len(rows) == len(values) else [values[i] for i in rows]
+
+        files = pick(self.files)
+        return [pa.array(pick(self.titles), pa.string()), pa.array(pick(self.labels), pa.string()),
+                pa.array(pick(self.source_ids), pa.string()), pa.array([f.source for f in files], pa.string()),
+                pa.array([f.relname for f in files], pa.string()), pa.array(pick(self.records), pa.int64()),
+                pa.array(pick(self.lines), pa.int64())]
+
+
+def _encode_fast(texts: list[str | bytes], cfg: IngestConfig) -> pa.StringArray | None:
+    """The whole batch at once when it is UTF-8 bytes: Arrow validates the encoding in one pass, and
+    only the non-ASCII documents go through Unicode normalisation. None: take the careful path."""
+    if cfg.encoding != "utf-8" or not all(isinstance(t, bytes) for t in texts):
+        return None
+    texts = [t.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in t else t for t in texts]
+    try:
+        arr = pa.array(texts, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:
+        return None   # some record is not UTF-8; the careful path names it
+    if cfg.normalization == "none":
+        return arr
+    rows = np.flatnonzero(~np.asarray(pc.string_is_ascii(arr)))   # ASCII is already NFC and NFKC
+    if not len(rows):
+        return arr
+    before = arr.take(pa.array(rows)).to_pylist()
+    after = [unicodedata.normalize(cfg.normalization, t) for t in before]
+    changed = [j for j, (a, b) in enumerate(zip(before, after)) if a is not b]
+    if changed:
+        mask = np.zeros(len(arr), dtype=bool)
+        mask[rows[changed]] = True
+        arr = pc.replace_with_mask(arr, pa.array(mask), pa.array([after[j] for j in changed], pa.string()))
+    return arr
 
 
 def _encode_texts(texts: list[str | bytes], cfg: IngestConfig) -> tuple[list[bytes | None], list[str]]:
-    """Decode, Unicode-normalise and re-encode as UTF-8; None (with a reason) where that fails.
-
-    Bytes that decode and are already normalised are kept as they are (no re-encoding)."""
+    """Decode, Unicode-normalise and re-encode as UTF-8 one text at a time; None (with a reason)
+    where that fails. Bytes that decode and are already normalised are kept as they are."""
     form = cfg.normalization
     out: list[bytes | None] = []
     errors: list[str] = []
@@ -240,13 +303,20 @@ def _encode_texts(texts: list[str | bytes], cfg: IngestConfig) -> tuple[list[byt
 
 def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Table | None, list[tuple[int, str, str]]]:
     """The batch as a corpus table, plus (row, reason, detail) for every rejected record."""
-    encoded, errors = _encode_texts(batch.texts, cfg)
-    rejects = [(i, "undecodable", e) for i, e in enumerate(errors) if e]
-    ok = [i for i, e in enumerate(errors) if not e]
-    if not ok:
-        return None, rejects
-    arr = pa.array([encoded[i] for i in ok], pa.binary()).cast(pa.string())
+    arr = _encode_fast(batch.texts, cfg)
+    if arr is not None:
+        ok, rejects = list(range(len(batch.texts))), []
+    else:
+        encoded, errors = _encode_texts(batch.texts, cfg)
+        rejects = [(i, "undecodable", e) for i, e in enumerate(errors) if e]
+        ok = [i for i, e in enumerate(errors) if not e]
+        if not ok:
+            return None, rejects
+        arr = pa.array([encoded[i] for i in ok], pa.binary()).cast(pa.string())
     arr = clean_whitespace(arr, unwrap)
+    if not unwrap and any(batch.unwrap):   # some records (Gutenberg books) are hard-wrapped
+        mask = pa.array([batch.unwrap[i] for i in ok])
+        arr = pc.replace_with_mask(arr, mask, unwrap_lines(arr.filter(mask)))
     n_chars = np.asarray(pc.utf8_length(arr), dtype=np.int64)
     short = n_chars < cfg.min_chars
     if short.any():
@@ -260,14 +330,10 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         if not ok:
             return None, rejects
     sentences = split_sentences(arr, cfg.segment_sentences)
-    meta = [batch.meta[i] for i in ok]
-    columns = list(zip(*meta))
     table = pa.Table.from_arrays([
         pa.array(doc_ids(arr), pa.string()), arr, sentences,
         pa.array(n_chars, pa.int32()), pc.cast(pc.list_value_length(sentences), pa.int32()),
-        pa.array(columns[0], pa.string()), pa.array(columns[1], pa.string()), pa.array(columns[2], pa.string()),
-        pa.array(columns[3], pa.string()), pa.array(columns[4], pa.string()),
-        pa.array(columns[5], pa.int64()), pa.array(columns[6], pa.int64()),
+        *batch.columns(ok),
     ], schema=CORPUS_SCHEMA)
     return table, rejects
 
@@ -290,7 +356,7 @@ class _ShardWriter:
         self.parts: list[str] = []
         self.written = 0
 
-    def write(self, table: pa.Table, text_bytes: int) -> None:
+    def write(self, table: pa.Table, text_bytes: int) -> str:
         if self.writer is None or self.written >= self.shard_bytes:
             self.close()
             name = f"part-{self.task:05d}-{len(self.parts):03d}.parquet"
@@ -298,8 +364,11 @@ class _ShardWriter:
                                            use_dictionary=["source", "source_file", "label"])
             self.parts.append(name)
             self.written = 0
+            self.groups = 0
         self.writer.write_table(table, row_group_size=len(table))
         self.written += text_bytes
+        self.groups += 1
+        return f"{self.parts[-1]} row group {self.groups - 1}"
 
     def close(self) -> None:
         if self.writer is not None:
@@ -351,14 +420,21 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
         if batch.texts:
             table, bad = process_batch(batch, cfg, unwrap=cfg.unwrap_lines is True)
             for row, reason, detail in bad:
-                reject(batch.files[row], reason, detail, batch.meta[row][5], batch.meta[row][6])
+                reject(batch.files[row], reason, detail, batch.records[row], batch.lines[row])
             if table is not None:
-                shards.write(table, batch.nbytes)
+                where = shards.write(table, batch.nbytes)
+                result.schema_failures += check_row_group(table, where)   # the gate's schema, per row group
                 _account(result, table)
             batch.clear()
 
     for f in task.files:
         for item in read_file(f, cfg):
+            if isinstance(item, Records):
+                result.records += len(item)
+                batch.extend(item, f)
+                if batch.nbytes >= cfg.batch_bytes:
+                    flush()
+                continue
             if isinstance(item, Reject):
                 reject(f, item.reason, item.detail, item.record, item.line)
                 if item.record is None:
