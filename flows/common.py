@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from bertplat.catalog import Catalog
 from bertplat.lake import Lake
 from bertplat.progress import LogProgress
 from bertplat.settings import Settings
-from bertplat.validation import GateReport
+from bertplat.validation import GateError, GateReport
 
 
 def context() -> tuple[Settings, Lake, Catalog]:
@@ -49,6 +51,16 @@ def png_markdown(path: Path, alt: str) -> str:
 
 def publish_gate_report(report: GateReport, key: str) -> None:
     create_markdown_artifact(report.to_markdown(), key=key, description=report.summary())
+
+
+@contextmanager
+def gate_report_on_failure(kind: str, name: str) -> Iterator[None]:
+    """A failed gate publishes its report as an artifact (key ``<kind>-<name>-gate-failed``), then fails."""
+    try:
+        yield
+    except GateError as exc:
+        publish_gate_report(exc.report, artifact_key(kind, name, "gate-failed"))
+        raise
 
 
 def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> None:

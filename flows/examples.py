@@ -8,12 +8,11 @@ from pydantic import BaseModel, Field
 from bertplat.examples.config import ExamplesConfig
 from bertplat.examples.stage import ExamplesResult, run_examples
 from bertplat.lake import DatasetHandle
-from bertplat.validation import GateError
 from flows.common import (
     artifact_key,
     context,
+    gate_report_on_failure,
     png_markdown,
-    publish_gate_report,
     publish_table,
     retry_on_io_error,
     run_progress,
@@ -31,12 +30,9 @@ class ExamplesParams(BaseModel):
       task_run_name="examples-{params.name}")
 def build_examples(params: ExamplesParams) -> ExamplesResult:
     _, lake, catalog = context()
-    try:
+    with gate_report_on_failure("examples", params.name):
         return run_examples(lake.resolve("corpus", params.corpus), lake.resolve("vocab", params.vocab), params.name,
                             params.options, lake, catalog, progress=run_progress())
-    except GateError as exc:
-        publish_gate_report(exc.report, artifact_key("examples", params.name, "gate-failed"))
-        raise
 
 
 def publish_examples_summary(result: ExamplesResult) -> None:

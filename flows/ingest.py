@@ -11,12 +11,11 @@ from pydantic import BaseModel, Field
 from bertplat.ingest import IngestConfig, IngestResult, run_ingest
 from bertplat.lake import DatasetHandle
 from bertplat.plots import text_histogram
-from bertplat.validation import GateError
 from flows.common import (
     artifact_key,
     context,
+    gate_report_on_failure,
     png_markdown,
-    publish_gate_report,
     publish_table,
     retry_on_io_error,
     run_progress,
@@ -35,11 +34,8 @@ class IngestParams(BaseModel):
       task_run_name="ingest-{params.name}")
 def ingest_corpus(params: IngestParams) -> IngestResult:
     _, lake, catalog = context()
-    try:
+    with gate_report_on_failure("corpus", params.name):
         return run_ingest(params.paths, params.name, params.options, lake, catalog, progress=run_progress())
-    except GateError as exc:
-        publish_gate_report(exc.report, artifact_key("corpus", params.name, "gate-failed"))
-        raise
 
 
 def publish_ingest_summary(result: IngestResult) -> None:

@@ -7,14 +7,13 @@ from pydantic import BaseModel, Field
 
 from bertplat.lake import DatasetHandle
 from bertplat.plots import text_histogram
-from bertplat.validation import GateError
 from bertplat.vocab import VocabConfig, VocabResult, run_vocab
 from bertplat.vocab.stage import TOKEN_LENGTH_BINS
 from flows.common import (
     artifact_key,
     context,
+    gate_report_on_failure,
     png_markdown,
-    publish_gate_report,
     retry_on_io_error,
     run_progress,
 )
@@ -29,12 +28,9 @@ class VocabParams(BaseModel):
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_io_error, task_run_name="vocab-{params.name}")
 def train_vocab(params: VocabParams) -> VocabResult:
     _, lake, catalog = context()
-    try:
+    with gate_report_on_failure("vocab", params.name):
         return run_vocab(lake.resolve("corpus", params.corpus), params.name, params.options, lake, catalog,
                          progress=run_progress())
-    except GateError as exc:
-        publish_gate_report(exc.report, artifact_key("vocab", params.name, "gate-failed"))
-        raise
 
 
 def publish_vocab_summary(result: VocabResult) -> None:

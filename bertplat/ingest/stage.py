@@ -20,7 +20,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from bertplat.catalog import Catalog
 from bertplat.ingest.config import IngestConfig
@@ -28,27 +27,23 @@ from bertplat.ingest.gate import validate_corpus
 from bertplat.ingest.schema import ALGORITHM_VERSION, REJECTS_SCHEMA, SCHEMA_VERSION
 from bertplat.ingest.sources import InputFile, hash_inputs, resolve_sources
 from bertplat.ingest.worker import LENGTH_BINS, Task, TaskResult, default_workers, init_worker, run_task
-from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_manifest
+from bertplat.lake import Lake, check_name, fingerprint
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
+from bertplat.stages import StageResult, find_existing
 from bertplat.validation import GateError, GateReport
 
 KIND = "corpus"
 
 
-class IngestResult(BaseModel):
+class IngestResult(StageResult):
     """What an ingest run made: the dataset handle, its counts, gate report and statistics."""
 
-    dataset: DatasetHandle
-    reused: bool
     counts: dict[str, int]
-    report: GateReport
-    stats: dict[str, Any]
-    elapsed_s: float
 
     def summary(self) -> str:
         c = self.counts
-        verb = "already up to date" if self.reused else f"written in {self.elapsed_s:.1f}s"
+        verb = self._verb("written")
         return (f"corpus {self.dataset.name}@{self.dataset.fingerprint}: {c['documents']:,} documents, "
                 f"{c['sentences']:,} sentences, {c['characters']:,} characters from {c['files']:,} files "
                 f"({c['duplicates']:,} duplicates dropped, {c['rejects']:,} rejects) - {verb}\n"
@@ -72,11 +67,10 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
     fp = fingerprint(KIND, config.fingerprint_json(),
                      [f"algorithm:{ALGORITHM_VERSION}", *(f"{f.relname}:{f.size}:{f.sha256}" for f in files)],
                      SCHEMA_VERSION)
-    existing = lake.find(KIND, name, fp)
-    if existing is not None:
-        if catalog is not None:
-            catalog.register(existing)
-        return _result_from_manifest(existing, reused=True, elapsed=time.monotonic() - start)
+    if found := find_existing(lake, catalog, KIND, name, fp):
+        handle, m = found
+        return IngestResult(dataset=handle, reused=True, counts=m["counts"], report=GateReport(**m["validation"]),
+                            stats=m["stats"], elapsed_s=time.monotonic() - start)
 
     with lake.writer(KIND, name, fp) as writer:
         out = writer.tmp
@@ -280,9 +274,3 @@ def _keep_rejects_for_debugging(out: Path, report_path: Path) -> None:
     if files:
         table = pa.concat_tables([pq.read_table(f) for f in files])
         pq.write_table(table, report_path.with_name(report_path.stem + "-rejects.parquet"))
-
-
-def _result_from_manifest(handle: DatasetHandle, reused: bool, elapsed: float) -> IngestResult:
-    m = read_manifest(handle)
-    return IngestResult(dataset=handle, reused=reused, counts=m["counts"], report=GateReport(**m["validation"]),
-                        stats=m["stats"], elapsed_s=elapsed)

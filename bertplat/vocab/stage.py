@@ -11,12 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 from tokenizers import Tokenizer
 
 from bertplat.catalog import Catalog
@@ -24,6 +22,7 @@ from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_man
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
 from bertplat.splits import in_holdout
+from bertplat.stages import StageResult, find_existing
 from bertplat.validation import GateError, GateReport
 from bertplat.vocab.config import SPECIAL_TOKENS, VocabConfig
 from bertplat.vocab.tokenizer import (
@@ -47,17 +46,12 @@ TOKENS_SCHEMA = pa.schema([
 ])
 
 
-class VocabResult(BaseModel):
-    dataset: DatasetHandle
+class VocabResult(StageResult):
     corpus: DatasetHandle
-    reused: bool
-    report: GateReport
-    stats: dict[str, Any]
-    elapsed_s: float
 
     def summary(self) -> str:
         s = self.stats
-        verb = "already up to date" if self.reused else f"trained in {self.elapsed_s:.1f}s"
+        verb = self._verb("trained")
         return (f"vocab {self.dataset.name}@{self.dataset.fingerprint}: {s['size']:,} tokens "
                 f"({s['learned_tokens']:,} learned) from corpus {self.corpus.name}; held-out [UNK] rate "
                 f"{s['heldout']['unk_rate']:.3%}, fertility {s['heldout']['fertility']:.2f} - {verb}\n"
@@ -112,12 +106,9 @@ def run_vocab(corpus: DatasetHandle, name: str, config: VocabConfig, lake: Lake,
     check_name(name)
     corpus_manifest = read_manifest(corpus)
     fp = fingerprint(KIND, config.canonical_json(), [f"corpus:{corpus.fingerprint}"], SCHEMA_VERSION)
-    existing = lake.find(KIND, name, fp)
-    if existing is not None:
-        if catalog is not None:
-            catalog.register(existing)
-        m = read_manifest(existing)
-        return VocabResult(dataset=existing, corpus=corpus, reused=True, report=GateReport(**m["validation"]),
+    if found := find_existing(lake, catalog, KIND, name, fp):
+        handle, m = found
+        return VocabResult(dataset=handle, corpus=corpus, reused=True, report=GateReport(**m["validation"]),
                            stats=m["stats"], elapsed_s=time.monotonic() - start)
 
     heldout: list[str] = []

