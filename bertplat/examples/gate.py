@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandera.errors
 import pandera.polars as pa
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 
 from bertplat.examples.config import ExamplesConfig
 from bertplat.progress import NullProgress, Progress
-from bertplat.validation import GateReport
+from bertplat.validation import Check, GateReport
 from bertplat.vocab.tokenizer import VocabInfo
 
 
@@ -95,19 +94,25 @@ def _check_masks(table, ids, offsets, lengths, cfg, info) -> list[tuple[str, np.
 
 
 def validate_examples(root: Path, files: list[str], cfg: ExamplesConfig, info: VocabInfo, dataset: str,
-                      progress: Progress | None = None) -> GateReport:
+                      progress: Progress | None = None, checked: list[Check] | None = None) -> GateReport:
+    """Check every row group of every shard, then the dataset.
+
+    ``checked``: the failures the workers found when they checked each row group before writing it
+    (the stage passes them, so shards are not read back); None reads and checks every row group."""
     progress = progress or NullProgress()
     report = GateReport(stage="examples", dataset=dataset)
-    model = NSPRow if cfg.objective != "mlm" else ExampleRow
-    failures = 0
-    with progress.task("validating shards", total=len(files), unit="shards") as bar:
-        for name in files:
-            pf = pq.ParquetFile(root / name)
-            for i in range(pf.num_row_groups):
-                failures += _check_row_group(report, pf.read_row_group(i), name, i, cfg, info, model)
-            if cfg.objective != "mlm":
-                failures += _check_shard_balance(report, root / name, name, cfg)
-            bar.advance(1)
+    if checked is None:
+        checked = []
+        with progress.task("validating shards", total=len(files), unit="shards") as bar:
+            for name in files:
+                pf = pq.ParquetFile(root / name)
+                for i in range(pf.num_row_groups):
+                    checked += check_examples_table(pf.read_row_group(i), cfg, info, f"{name} row group {i}")
+                bar.advance(1)
+    report.checks += checked
+    failures = len(checked)
+    if cfg.objective != "mlm":
+        failures += sum(_check_shard_balance(report, root / name, name, cfg) for name in files)
     if not failures:
         report.add("layout", True, observed=f"{len(files)} shards",
                    detail="lengths, [CLS]/[SEP] layout, segments, labels and masks on every row group")
@@ -115,20 +120,20 @@ def validate_examples(root: Path, files: list[str], cfg: ExamplesConfig, info: V
     return report
 
 
-def _check_row_group(report, table, name, i, cfg, info, model) -> int:
-    failures = 0
+def check_examples_table(table: pyarrow.Table, cfg: ExamplesConfig, info: VocabInfo, where: str) -> list[Check]:
+    """Column types (pandera) and the layout rules (numpy) of one row group; a failed check per rule."""
+    model = NSPRow if cfg.objective != "mlm" else ExampleRow
+    failures = []
     try:
-        model.validate(pl.from_arrow(table.drop_columns(
-            [c for c in table.column_names if c not in model.to_schema().columns])), lazy=True)
+        model.validate(pl.from_arrow(table.select([c for c in table.column_names
+                                                   if c in model.to_schema().columns])), lazy=True)
     except pandera.errors.SchemaErrors as exc:
         for (check, column), group in exc.failure_cases.group_by(["check", "column"], maintain_order=True):
-            report.add(f"schema: {column} {check}", False, observed=f"{group.height} rows", expected="0 rows",
-                       where=f"{name} row group {i}")
-            failures += 1
+            failures.append(Check(name=f"schema: {column} {check}", passed=False, observed=f"{group.height} rows",
+                                  expected="0 rows", where=where))
     for check, count, example in _check_layout(table, cfg, info):
-        report.add(check, False, observed=f"{count} rows", expected="0 rows", where=f"{name} row group {i}",
-                   detail=example)
-        failures += 1
+        failures.append(Check(name=check, passed=False, observed=f"{count} rows", expected="0 rows", where=where,
+                              detail=example))
     return failures
 
 
@@ -145,6 +150,8 @@ def _check_shard_balance(report: GateReport, path: Path, name: str, cfg: Example
 
 
 def _check_dataset(report: GateReport, root: Path, files: list[str], cfg: ExamplesConfig) -> None:
+    import duckdb  # here, not at the top: worker processes import this module and never need it
+
     split_files = {s: [str(root / f) for f in files if f.startswith(f"split={s}/")] for s in ("train", "validation")}
     for split, paths in split_files.items():
         report.add(f"{split} split has examples", bool(paths), observed=len(paths), expected="> 0 shards",

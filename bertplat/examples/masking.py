@@ -186,8 +186,32 @@ def apply_mask(input_ids: np.ndarray, positions: np.ndarray, spec: MaskingSpec,
     return masked, labels
 
 
+MASK_CHUNK_ROWS = 4096  # rows masked at a time: the (rows, width) work arrays stay a few MB
+
+
 def mask_rows(input_ids: np.ndarray, row_offsets: np.ndarray, spec: MaskingSpec, rng: np.random.Generator,
               budget_basis: Literal["length", "maskable"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask every row of a flat token array; returns (masked input_ids, flat positions, label ids).
+
+    Rows are processed ``MASK_CHUNK_ROWS`` at a time, so memory does not grow with the row count."""
+    row_offsets = np.asarray(row_offsets, dtype=np.int64)
+    n_rows = len(row_offsets) - 1
+    if n_rows <= MASK_CHUNK_ROWS:
+        return _mask_rows(input_ids, row_offsets, spec, rng, budget_basis)
+    masked = np.empty_like(input_ids)
+    positions, labels = [], []
+    for a in range(0, n_rows, MASK_CHUNK_ROWS):
+        b = min(a + MASK_CHUNK_ROWS, n_rows)
+        lo, hi = row_offsets[a], row_offsets[b]
+        m, p, lab = _mask_rows(input_ids[lo:hi], row_offsets[a:b + 1] - lo, spec, rng, budget_basis)
+        masked[lo:hi] = m
+        positions.append(p + lo)
+        labels.append(lab)
+    return masked, np.concatenate(positions), np.concatenate(labels)
+
+
+def _mask_rows(input_ids: np.ndarray, row_offsets: np.ndarray, spec: MaskingSpec, rng: np.random.Generator,
+               budget_basis: Literal["length", "maskable"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask every row of a flat token array; returns (masked input_ids, flat positions, label ids).
 
     ``budget_basis`` picks the ``n`` of ``round(n * mask_prob)``: the row length with its special tokens

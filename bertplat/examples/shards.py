@@ -21,12 +21,14 @@ import pyarrow.parquet as pq
 from bertplat.examples.config import ExamplesConfig
 from bertplat.examples.create import create_pretraining_examples
 from bertplat.examples.data import PackedInstances, TokenizedDocs
+from bertplat.examples.gate import check_examples_table
 from bertplat.examples.masking import MaskingSpec
 from bertplat.splits import in_holdout
 from bertplat.vocab.tokenizer import VocabInfo, load_tokenizer
 
 SPLITS = ("train", "validation")
 LENGTH_BIN = 8  # sequence-length histogram bin width, tokens
+ENCODE_SLICE = 4096  # sentences per encode_batch call
 
 
 def examples_schema(cfg: ExamplesConfig, id_type: pa.DataType) -> pa.Schema:
@@ -80,6 +82,7 @@ class TaskResult:
     files: dict[str, str] = field(default_factory=dict)
     stats: dict[str, SplitStats] = field(default_factory=dict)
     input_bytes: int = 0
+    failures: list = field(default_factory=list)   # the gate's row-group checks that failed
 
 
 _tokenizers: dict[str, object] = {}
@@ -89,6 +92,9 @@ def init_worker(threads: int) -> None:
     # Rust threads per worker process; set before the tokenizer's thread pool first starts.
     os.environ["RAYON_NUM_THREADS"] = str(threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+    # Arrow's default allocator keeps freed memory for reuse; a worker handles one window at a time,
+    # so returning it to the system keeps each process's footprint near one window's worth.
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _tokenizer(vocab_dir: str):
@@ -99,11 +105,17 @@ def _tokenizer(vocab_dir: str):
 
 def tokenize_documents(tok, sentences: pa.ListArray, doc_ids: list[str]) -> TokenizedDocs:
     """The documents' sentences through ``encode_batch_fast`` (no special tokens) into flat arrays."""
-    flat = pc.list_flatten(sentences).to_pylist()
-    encodings = tok.encode_batch_fast(flat, add_special_tokens=False) if flat else []
-    ids = [e.ids for e in encodings]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    token_ids = np.fromiter((i for s in ids for i in s), dtype=np.int32, count=int(lengths.sum()))
+    flat = pc.list_flatten(sentences)
+    # in slices, so that the tokenizer's Encoding objects (ids, tokens, masks) never pile up in memory
+    pieces, lengths = [], []
+    for start in range(0, len(flat), ENCODE_SLICE):
+        ids = [e.ids for e in tok.encode_batch_fast(flat.slice(start, ENCODE_SLICE).to_pylist(),
+                                                    add_special_tokens=False)]
+        n = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        pieces.append(np.fromiter((i for s in ids for i in s), dtype=np.int32, count=int(n.sum())))
+        lengths.append(n)
+    token_ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     per_doc = np.asarray(pc.list_value_length(sentences).fill_null(0), dtype=np.int64)
     return TokenizedDocs(token_ids, np.concatenate([[0], np.cumsum(lengths)]),
                          np.concatenate([[0], np.cumsum(per_doc)]), doc_ids)
@@ -181,6 +193,7 @@ def run_task(task: ExamplesTask, cfg: ExamplesConfig, vocab_dir: str, out_dir: s
     schema = examples_schema(cfg, pa.from_numpy_dtype(info.id_dtype))
     result = TaskResult(task.index, stats={s: SplitStats() for s in SPLITS})
     writers: dict[str, pq.ParquetWriter] = {}
+    groups: dict[str, int] = {}   # row groups written per split
     try:
         for window in task.windows:
             group = pq.ParquetFile(window.part).read_row_group(window.row_group, columns=["doc_id", "sentences"])
@@ -192,9 +205,13 @@ def run_task(task: ExamplesTask, cfg: ExamplesConfig, vocab_dir: str, out_dir: s
                     name = f"split={split}/part-{task.index:05d}.parquet"
                     (Path(out_dir) / name).parent.mkdir(parents=True, exist_ok=True)
                     writers[split] = pq.ParquetWriter(Path(out_dir) / name, schema, compression="zstd")
+                    groups[split] = 0
                     result.files[split] = name
                 table = to_table(inst, docs, schema)
+                where = f"{result.files[split]} row group {groups[split]}"
+                result.failures += check_examples_table(table, cfg, info, where)   # the gate, per row group
                 writers[split].write_table(table, row_group_size=len(table))
+                groups[split] += 1
                 result.stats[split].add(split_stats(inst, docs, info, cfg))
     finally:
         for w in writers.values():

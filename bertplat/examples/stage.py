@@ -102,7 +102,8 @@ def run_examples(corpus: DatasetHandle, vocab: DatasetHandle, name: str, config:
         results = _run_tasks(tasks, config, vocab, writer.tmp, progress)
         files = sorted(f for r in results for f in r.files.values())
         stats = _merge_stats(results)
-        report = validate_examples(writer.tmp, files, config, info, dataset=f"{KIND}/{name}@{fp}", progress=progress)
+        report = validate_examples(writer.tmp, files, config, info, dataset=f"{KIND}/{name}@{fp}", progress=progress,
+                                   checked=[c for r in results for c in r.failures])
         add_statistical_checks(report, stats, config)
         counts = _counts(stats, config)
         report.stats = {"counts": counts}

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandera.errors
 import pandera.polars as pa
 import polars as pl
@@ -56,6 +55,8 @@ class CorpusDocument(pa.DataFrameModel):
 
 def corpus_totals(root: Path, parts: list[str]) -> dict[str, Any]:
     """Rows, distinct ids, sentences and characters over all shards, and the same per source."""
+    import duckdb  # here, not at the top: worker processes import this module and never need it
+
     if not parts:
         return {"rows": 0, "distinct_ids": 0, "sentences": 0, "characters": 0, "per_source": {}}
     files = [str(root / p) for p in parts]
