@@ -1,0 +1,295 @@
+"""run_pretrain: an examples dataset in, a pretrained, gated, Hugging Face-format model out.
+
+Steps: check the config against the examples (vocabulary, lengths, masking) -> the run directory
+``<data_dir>/runs/<name>-<fingerprint>/`` (config.yaml, model_config.json, checkpoints/, logs/) ->
+Lightning fit, resuming from ``checkpoints/last.ckpt`` when asked -> metric history, metrics.csv/json,
+loss_curve.png -> gate (loss finite and falling, validation MLM accuracy) -> only then the export to
+``<data_dir>/models/<name>/<fingerprint>/`` with a model card and a manifest. The fingerprint hashes
+the examples' fingerprint and the config's computing fields, so the same command resumes the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from pydantic import BaseModel
+
+from bertplat.catalog import Catalog
+from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_json_atomic
+from bertplat.model import BertPretrainingModel, ModelConfig, export_hf
+from bertplat.model.checkpoint import write_dir_atomically
+from bertplat.model.layers import EncoderLayer
+from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepProgress, Throughput
+from bertplat.pretrain.config import OPERATIONAL_FIELDS, PretrainConfig
+from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
+from bertplat.pretrain.module import PretrainModule
+from bertplat.pretrain.report import final_metrics, gate, model_card, plot_run, read_history, write_metrics
+from bertplat.progress import NullProgress, Progress, TqdmProgress
+from bertplat.validation import GateError, GateReport
+
+KIND = "model"
+SCHEMA_VERSION = 1
+
+
+class PretrainInterrupted(RuntimeError):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; the message says how to resume."""
+
+
+class PretrainResult(BaseModel):
+    """What a pretraining run made and where."""
+
+    name: str
+    fingerprint: str
+    run_dir: Path
+    model_dir: Path | None  # None on ranks other than 0
+    examples: DatasetHandle
+    vocab: DatasetHandle
+    steps: int
+    metrics: dict[str, float]
+    report: GateReport
+    resumed_from_step: int | None
+    elapsed_s: float
+    rank: int = 0  # the process's global rank; only rank 0 has metrics and an export
+
+    def summary(self) -> str:
+        if self.rank:
+            return f"rank {self.rank} of pretraining {self.name}@{self.fingerprint} done; rank 0 reports and exports"
+        m = self.metrics
+        nsp = f", NSP/SOP accuracy {m['val/nsp_acc']:.3f}" if "val/nsp_acc" in m else ""
+        resumed = f" (resumed at step {self.resumed_from_step})" if self.resumed_from_step else ""
+        return (f"model {self.name}@{self.fingerprint}: {self.steps:,} steps on examples {self.examples.name}"
+                f"{resumed} in {self.elapsed_s:.0f}s; validation MLM accuracy {m.get('val/mlm_acc', float('nan')):.3f}, "
+                f"perplexity {m.get('val/mlm_ppl', float('nan')):.1f}{nsp}\n"
+                f"  model: {self.model_dir}\n  run:   {self.run_dir} (loss_curve.png, metrics.csv; "
+                f"tensorboard --logdir {self.run_dir / 'logs' / 'tensorboard'})\n"
+                f"  transformers: BertForPreTraining.from_pretrained('{self.model_dir}')")
+
+
+# ---- planning: everything is checked before any work ---------------------------------------------
+def model_config_for(source: ExamplesSource, cfg: PretrainConfig) -> ModelConfig:
+    overrides = dict(cfg.model_overrides)
+    overrides.setdefault("pad_token_id", source.vocab_info.pad_id)
+    if not source.has_nsp:  # RoBERTa-style MLM-only examples: an NSP head would get no gradient
+        if overrides.get("sop_or_nsp_head"):
+            raise ValueError(f"{source.handle.ref()} has no next_sentence_label (objective "
+                             f"{source.config.get('objective')!r}); drop sop_or_nsp_head from model_overrides")
+        overrides["sop_or_nsp_head"] = False
+    try:
+        model = ModelConfig.preset(cfg.model, vocab_size=source.vocab_info.size, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model preset {cfg.model!r} with model_overrides {cfg.model_overrides}: {exc}") from None
+    if source.max_seq_length > model.max_position_embeddings:
+        raise ValueError(f"the examples are up to {source.max_seq_length} tokens long but the model has "
+                         f"max_position_embeddings={model.max_position_embeddings}; raise it in model_overrides")
+    return model
+
+
+def check_config(source: ExamplesSource, cfg: PretrainConfig) -> None:
+    if source.static and cfg.mask_prob is not None:
+        raise ValueError(f"{source.handle.ref()} is statically masked (masks are in the examples), so mask_prob "
+                         f"{cfg.mask_prob} cannot apply; drop mask_prob or build the examples with masking: dynamic")
+    if not source.val_units:
+        raise ValueError(f"{source.handle.ref()} has an empty validation split; the gate needs one")
+
+
+def total_steps_for(source: ExamplesSource, cfg: PretrainConfig, world_size: int) -> int:
+    """max_steps, or the token budget in steps at the examples' mean length, whichever is smaller."""
+    budgets = [cfg.max_steps] if cfg.max_steps else []
+    if cfg.max_tokens:
+        per_step = source.mean_length() * cfg.micro_batch_size * cfg.accumulate_grad_batches * world_size
+        budgets.append(max(1, round(cfg.max_tokens / per_step)))
+    return min(budgets)
+
+
+def run_fingerprint(source: ExamplesSource, cfg: PretrainConfig) -> str:
+    return fingerprint(KIND, cfg.fingerprint_json(), [f"examples:{source.handle.fingerprint}"], SCHEMA_VERSION)
+
+
+# ---- the run directory -----------------------------------------------------------------------------
+def prepare_run_dir(run_dir: Path, cfg: PretrainConfig, model: ModelConfig, resume: bool,
+                    write: bool) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start); writes the configs beside the checkpoints."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = run_dir / "config.yaml"
+    if last.is_file() and not resume:
+        raise ValueError(f"{run_dir} already holds a run with checkpoints; pass resume=True (--resume) to continue "
+                         "it, or delete the directory to start over")
+    if resume and saved.is_file():
+        old = PretrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        if old.fingerprint_json() != cfg.fingerprint_json():
+            a, b = old.model_dump(), cfg.model_dump()
+            diff = sorted(k for k in a if a[k] != b[k] and k not in OPERATIONAL_FIELDS)
+            raise ValueError(f"cannot resume {run_dir}: the config differs in {diff} (saved: "
+                             f"{ {k: a[k] for k in diff} }, now: { {k: b[k] for k in diff} })")
+    fresh = not (resume and last.is_file())
+    if write:
+        if fresh:  # logs of an attempt that died before its first checkpoint would mix into this run's history
+            shutil.rmtree(run_dir / "logs", ignore_errors=True)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True), encoding="utf-8")
+        model.to_file(run_dir / "model_config.json")
+    return None if fresh else last
+
+
+def _strategy(cfg: PretrainConfig):
+    if cfg.strategy != "fsdp":
+        return cfg.strategy
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    # One FSDP unit per encoder layer; embeddings, the tied MLM decoder and the heads stay in the root
+    # unit together. use_orig_params keeps the parameters (and so the weight-decay groups) as they are.
+    return FSDPStrategy(auto_wrap_policy={EncoderLayer}, use_orig_params=True)
+
+
+def build_trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list, progress_bar: bool, cuda: bool) -> pl.Trainer:
+    logs = run_dir / "logs"
+    segment = f"segment-{len(list((logs / 'csv').glob('segment-*'))):03d}"  # one per launch; merged by step
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step:07d}", auto_insert_metric_name=False,
+                           every_n_train_steps=cfg.checkpoint_every_n_steps, monitor="step", mode="max",
+                           save_top_k=cfg.keep_checkpoints, save_last=True)
+    return pl.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
+        precision=cfg.resolved_precision(cuda), max_steps=-1, max_epochs=-1,
+        accumulate_grad_batches=cfg.accumulate_grad_batches, gradient_clip_val=cfg.grad_clip,
+        # val_check_interval counts micro batches; the dataset is infinite, so never "per epoch".
+        val_check_interval=cfg.val_every_n_steps * cfg.accumulate_grad_batches, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=cfg.log_every_n_steps, use_distributed_sampler=False,
+        logger=[CSVLogger(run_dir, name="logs/csv", version=segment),
+                TensorBoardLogger(run_dir, name="logs/tensorboard", version=segment, default_hp_metric=False)],
+        callbacks=[ckpt, *callbacks], enable_progress_bar=progress_bar, enable_model_summary=progress_bar,
+        default_root_dir=run_dir)
+
+
+# ---- the stage --------------------------------------------------------------------------------------
+def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lake: Lake,
+                 catalog: Catalog | None = None, progress: Progress | None = None, run_dir: str | Path | None = None,
+                 resume: bool = False) -> PretrainResult:
+    """Pretrain ``config.model`` on ``examples``; export it as model ``name`` if the gate passes.
+
+    ``resume=True`` continues ``run_dir`` (default: this name, examples and config's run) from its last
+    checkpoint, or starts it when it has none. Raises :class:`PretrainInterrupted` after a SIGTERM/SIGINT
+    checkpoint, GateError (report in ``<data_dir>/reports``) when the gate fails. ``catalog`` is taken for
+    the uniform stage signature; models are not datasets and are not indexed there.
+    """
+    start = time.monotonic()
+    check_name(name)
+    progress = progress or NullProgress()
+    source = ExamplesSource.open(examples, lake)
+    check_config(source, config)
+    model_cfg = model_config_for(source, config)
+    fp = run_fingerprint(source, config)
+    run_dir = Path(run_dir) if run_dir else lake.data_dir / "runs" / f"{name}-{fp}"
+
+    datamodule = PretrainDataModule(source, config)
+    bar = isinstance(progress, TqdmProgress) and not progress.disable
+    cuda = config.accelerator == "gpu" or (config.accelerator == "auto" and torch.cuda.is_available())
+    callbacks: list[Any] = [Throughput(model_cfg, config.resolved_precision(cuda), config.peak_tflops,
+                                       config.log_every_n_steps), RunCheckpoints(run_dir / "checkpoints")]
+    if not bar:
+        callbacks.append(StepProgress(progress, f"pretraining {name}"))
+    trainer = build_trainer(config, run_dir, callbacks, bar, cuda)
+    datamodule.make_layout(trainer.world_size)  # the world size decides the data layout and the steps
+    total = total_steps_for(source, config, trainer.world_size)
+    trainer.fit_loop.epoch_loop.max_steps = total
+    for cb in callbacks:
+        if hasattr(cb, "total_steps"):
+            cb.total_steps = total
+    ckpt = prepare_run_dir(run_dir, config, model_cfg, resume, write=trainer.is_global_zero)
+
+    pl.seed_everything(config.seed, workers=False, verbose=False)  # the initial weights
+    module = PretrainModule(model_cfg.to_dict(), config.model_dump(mode="json"), total)
+    resumed = _checkpoint_step(ckpt) if ckpt else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # our checkpoints hold no pickles
+
+    if not trainer.is_global_zero:  # under torchrun / re-launched DDP, rank 0 reports and exports
+        result = _result(name, fp, run_dir, None, source, total, {}, GateReport(stage="pretrain", dataset=name),
+                         resumed, start)
+        return result.model_copy(update={"rank": trainer.global_rank})
+    state = json.loads((run_dir / "checkpoints" / STATE_FILE).read_text(encoding="utf-8"))
+    if state["status"] == "interrupted":
+        raise PretrainInterrupted(f"pretraining {name} stopped on {state['signal']} at step {state['global_step']} "
+                                  f"of {total}; checkpoint {state['checkpoint']}. Resume with the same command "
+                                  f"and --resume (resume=True, run_dir={str(run_dir)!r}).")
+    return finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+
+
+def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,
+           lake: Lake, resumed: int | None, start: float) -> PretrainResult:
+    """History, metrics, plot and gate from the run directory; the export when the gate passes."""
+    history = read_history(run_dir / "logs" / "csv")
+    write_metrics(history, run_dir)
+    plot_run(history, run_dir / "loss_curve.png", f"pretraining {name} ({cfg.model}) on {source.handle.ref()}")
+    report = gate(history, cfg, f"{KIND}/{name}@{fp}")
+    metrics = final_metrics(history)
+    if not report.passed:
+        raise GateError(report, report.write(lake.data_dir / "reports"))
+    model_dir = export_model(name, fp, run_dir, source, cfg, model_cfg, lake, metrics, report)
+    return _result(name, fp, run_dir, model_dir, source, int(metrics["steps"]), metrics, report, resumed, start)
+
+
+def _result(name, fp, run_dir, model_dir, source, steps, metrics, report, resumed, start) -> PretrainResult:
+    return PretrainResult(name=name, fingerprint=fp, run_dir=run_dir, model_dir=model_dir, examples=source.handle,
+                          vocab=source.vocab, steps=steps, metrics=metrics, report=report, resumed_from_step=resumed,
+                          elapsed_s=time.monotonic() - start)
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def load_trained_model(checkpoint: Path, model_cfg: ModelConfig) -> BertPretrainingModel:
+    """The weights of a Lightning checkpoint as a plain BertPretrainingModel (any strategy: full state dict)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    model = BertPretrainingModel(model_cfg)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model.eval()
+
+
+def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig,
+                 model_cfg: ModelConfig, lake: Lake, metrics: dict[str, float], report: GateReport) -> Path:
+    """HF directory + README.md model card + _manifest.json, renamed into place whole."""
+    model = load_trained_model(run_dir / "checkpoints" / "last.ckpt", model_cfg)
+    final = lake.data_dir / "models" / name / fp
+    parents = [p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]
+    lineage = {"examples": source.handle.ref(), "vocab": source.vocab.ref(),
+               **{f"corpus {p['name']}": f"corpus/{p['name']}@{p['fingerprint']}" for p in parents}, "run": str(run_dir)}
+
+    def write(tmp: Path) -> None:
+        export_hf(model, tmp / "hf", tokenizer_dir=source.vocab.path)
+        for f in (tmp / "hf").iterdir():
+            os.replace(f, tmp / f.name)
+        (tmp / "hf").rmdir()
+        plot = run_dir / "loss_curve.png"
+        if plot.is_file():
+            (tmp / "loss_curve.png").write_bytes(plot.read_bytes())
+        (tmp / "README.md").write_text(model_card(name, fp, str(final), lineage, cfg, model_cfg.to_dict(), metrics,
+                                                  report, plot.is_file()), encoding="utf-8")
+        write_json_atomic(tmp / "_manifest.json", _manifest(name, fp, source, cfg, model_cfg, metrics, report, run_dir))
+
+    return write_dir_atomically(final, write, overwrite=True)
+
+
+def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,
+              metrics: dict[str, float], report: GateReport, run_dir: Path) -> dict[str, Any]:
+    import datetime as dt
+
+    from bertplat import __version__
+
+    parents = [source.handle.model_dump(include={"kind", "name", "fingerprint"}),
+               source.vocab.model_dump(include={"kind", "name", "fingerprint"}),
+               *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
+    return {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name, "fingerprint": fp,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "bertplat_version": __version__, "format": "huggingface", "parents": parents,
+            "config": cfg.model_dump(mode="json"), "model_config": model_cfg.to_dict(), "metrics": metrics,
+            "validation": report.model_dump(mode="json"), "run_dir": str(run_dir)}
