@@ -169,6 +169,60 @@ def examples(
     typer.echo(result.summary())
 
 
+# -- pretrain ----------------------------------------------------------------------------------
+@app.command()
+def pretrain(
+    examples: str = typer.Option(..., "--examples", help="Examples dataset: NAME (newest version) or NAME@FINGERPRINT."),
+    name: str = typer.Option(..., "--name", "-n", help="Model name; the export goes to <data_dir>/models/<name>/<fingerprint>/."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Size preset: tiny, mini (default), small, medium, "
+                                     "base, large, albert-base."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of pretraining options (see "
+                                       "configs/pretrain/); command-line options override it."),
+    max_steps: int | None = typer.Option(None, help="Optimizer steps to train for (default 1000)."),
+    max_tokens: int | None = typer.Option(None, help="Token budget; the smaller of this and max_steps wins."),
+    micro_batch_size: int | None = typer.Option(None, help="Sequences per device per forward pass (default 32)."),
+    accumulate_grad_batches: int | None = typer.Option(None, help="Micro batches per optimizer step (default 1)."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default 5e-4)."),
+    optimizer: str | None = typer.Option(None, help="adamw (default; fused on GPU) or lamb."),
+    schedule: str | None = typer.Option(None, help="Decay after warmup: linear (default) or cosine."),
+    mask_prob: float | None = typer.Option(None, help="Dynamic mask rate (default: the examples' rate; MosaicBERT "
+                                           "uses 0.3)."),
+    precision: str | None = typer.Option(None, help="auto (default: bf16-mixed on GPU, 32-true on CPU), 32-true, "
+                                         "bf16-mixed, 16-mixed or bf16-true."),
+    accelerator: str | None = typer.Option(None, help="auto (default), cpu or gpu."),
+    strategy: str | None = typer.Option(None, help="auto (default), ddp, ddp_spawn or fsdp."),
+    devices: str | None = typer.Option(None, help="Devices per node: a number or 'auto' (default)."),
+    num_nodes: int | None = typer.Option(None, help="Machines (default 1)."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (default off)."),
+    num_workers: int | None = typer.Option(None, help="DataLoader workers per device (default 0)."),
+    seed: int | None = typer.Option(None, help="Seed of weights, data order, masks and dropout (default 0)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue this run from its last checkpoint (after a stop, "
+                                "a crash or a SIGTERM); starts it if it has none."),
+    run_dir: Path | None = typer.Option(None, help="Run directory (default <data_dir>/runs/<name>-<fingerprint>)."),
+) -> None:
+    """Pretrain a BERT-family model on an examples dataset; export it in Hugging Face format if the gate passes."""
+    from bertplat.pretrain import PretrainConfig, PretrainInterrupted, run_pretrain
+
+    _, lake, catalog = _context()
+    dev: int | str | None = devices
+    if devices is not None and devices != "auto":
+        if not devices.isdigit():
+            _fail(f"--devices must be a number or 'auto', got {devices!r}", code=2)
+        dev = int(devices)
+    overrides = dict(model=model, max_steps=max_steps, max_tokens=max_tokens, micro_batch_size=micro_batch_size,
+                     accumulate_grad_batches=accumulate_grad_batches, lr=lr, optimizer=optimizer, schedule=schedule,
+                     mask_prob=mask_prob, precision=precision, accelerator=accelerator, strategy=strategy,
+                     devices=dev, num_nodes=num_nodes, compile=compile, num_workers=num_workers, seed=seed)
+    cfg = _run(PretrainConfig.from_yaml, config, **overrides) if config else _run(PretrainConfig.build, {}, overrides)
+    examples_handle = _run(lake.resolve, "examples", examples)
+    try:
+        result = _run(run_pretrain, examples_handle, name, cfg, lake, catalog, progress=_progress(),
+                      run_dir=run_dir, resume=resume)
+    except PretrainInterrupted as exc:
+        _fail(str(exc), code=130)
+    typer.echo(result.summary())
+
+
 # -- SQL and the catalog -----------------------------------------------------------------------
 @app.command()
 def sql(

@@ -7,6 +7,7 @@ passed to stage code explicitly; stage code itself never reads the environment.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +66,18 @@ class Settings(BaseSettings):
         logger = logging.getLogger("bertplat")
         logger.setLevel(self.log_level)
         if not logger.handlers:
-            handler = logging.StreamHandler()
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
             logger.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as logging's last-resort handler),
+    not to the stream of when it was made: a replaced or closed stderr never breaks logging."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr

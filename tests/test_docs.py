@@ -9,13 +9,14 @@ import pytest
 
 from bertplat.examples.config import ExamplesConfig
 from bertplat.ingest import IngestConfig
+from bertplat.pretrain import PretrainConfig
 from bertplat.settings import Settings
 from bertplat.vocab import VocabConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
-@pytest.mark.parametrize("config", [IngestConfig, VocabConfig, ExamplesConfig])
+@pytest.mark.parametrize("config", [IngestConfig, VocabConfig, ExamplesConfig, PretrainConfig])
 def test_every_option_is_in_the_configuration_reference(config):
     missing = [name for name in config.model_fields if f"| `{name}` |" not in README]
     assert not missing, f"README lacks {config.__name__} options {missing}"

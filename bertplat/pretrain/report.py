@@ -134,8 +134,12 @@ def model_card(name: str, version: str, location: str, lineage: dict[str, str], 
         "masked language modelling" + (" and next-sentence / sentence-order prediction." if model_config.get(
             "sop_or_nsp_head", True) else "."), "",
         "## Lineage", "", *[f"- {k}: `{v}`" for k, v in lineage.items()], "",
-        "## Use", "", "```python", f"from transformers import AutoTokenizer, {head}",
-        f"tokenizer = AutoTokenizer.from_pretrained('{location}')", f"model = {head}.from_pretrained('{location}')",
+        "## Use", "", "```python", *([f"from transformers import AutoTokenizer, {head}",
+        f"tokenizer = AutoTokenizer.from_pretrained('{location}')", f"model = {head}.from_pretrained('{location}')"]
+        if not model_config.get("pre_ln") else [
+        "# pre-LN: kept in bertplat's format (Hugging Face BERT is post-LN and would compute something else)",
+        "from transformers import AutoTokenizer", "from bertplat.model import load_checkpoint",
+        f"tokenizer = AutoTokenizer.from_pretrained('{location}')", f"model = load_checkpoint('{location}')"]),
         "```", "",
         "## Metrics (last validation and last logged step)", "", "| metric | value |", "|---|---:|", *rows, "",
     ]

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from bertplat.catalog import Catalog
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_json_atomic
-from bertplat.model import BertPretrainingModel, ModelConfig, export_hf
+from bertplat.model import BertPretrainingModel, ModelConfig, export_hf, save_checkpoint
 from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.layers import EncoderLayer
 from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepProgress, Throughput
@@ -38,6 +38,7 @@ from bertplat.progress import NullProgress, Progress, TqdmProgress
 from bertplat.validation import GateError, GateReport
 
 KIND = "model"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SCHEMA_VERSION = 1
 
 
@@ -60,6 +61,7 @@ class PretrainResult(BaseModel):
     resumed_from_step: int | None
     elapsed_s: float
     rank: int = 0  # the process's global rank; only rank 0 has metrics and an export
+    export_format: str = "huggingface"  # or "bertplat" for pre-LN models, which HF BERT cannot express
 
     def summary(self) -> str:
         if self.rank:
@@ -72,7 +74,10 @@ class PretrainResult(BaseModel):
                 f"perplexity {m.get('val/mlm_ppl', float('nan')):.1f}{nsp}\n"
                 f"  model: {self.model_dir}\n  run:   {self.run_dir} (loss_curve.png, metrics.csv; "
                 f"tensorboard --logdir {self.run_dir / 'logs' / 'tensorboard'})\n"
-                f"  transformers: BertForPreTraining.from_pretrained('{self.model_dir}')")
+                + (f"  transformers: BertForPreTraining.from_pretrained('{self.model_dir}')"
+                   if self.export_format == "huggingface" else
+                   f"  bertplat: bertplat.model.load_checkpoint('{self.model_dir}') (pre-LN: not loadable by "
+                   "transformers)"))
 
 
 # ---- planning: everything is checked before any work ---------------------------------------------
@@ -234,7 +239,13 @@ def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: Pretr
     if not report.passed:
         raise GateError(report, report.write(lake.data_dir / "reports"))
     model_dir = export_model(name, fp, run_dir, source, cfg, model_cfg, lake, metrics, report)
-    return _result(name, fp, run_dir, model_dir, source, int(metrics["steps"]), metrics, report, resumed, start)
+    result = _result(name, fp, run_dir, model_dir, source, int(metrics["steps"]), metrics, report, resumed, start)
+    return result.model_copy(update={"export_format": export_format(model_cfg)})
+
+
+def export_format(model_cfg: ModelConfig) -> str:
+    """huggingface, except for pre-LN models (HF BERT is post-LN): those keep bertplat's own format."""
+    return "bertplat" if model_cfg.pre_ln else "huggingface"
 
 
 def _result(name, fp, run_dir, model_dir, source, steps, metrics, report, resumed, start) -> PretrainResult:
@@ -265,7 +276,13 @@ def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg:
                **{f"corpus {p['name']}": f"corpus/{p['name']}@{p['fingerprint']}" for p in parents}, "run": str(run_dir)}
 
     def write(tmp: Path) -> None:
-        export_hf(model, tmp / "hf", tokenizer_dir=source.vocab.path)
+        if export_format(model_cfg) == "huggingface":
+            export_hf(model, tmp / "hf", tokenizer_dir=source.vocab.path)
+        else:  # config.json + model.safetensors in bertplat's layout, the tokenizer files beside them
+            save_checkpoint(model, tmp / "hf")
+            for f in TOKENIZER_FILES:
+                if (source.vocab.path / f).is_file():
+                    shutil.copyfile(source.vocab.path / f, tmp / "hf" / f)
         for f in (tmp / "hf").iterdir():
             os.replace(f, tmp / f.name)
         (tmp / "hf").rmdir()
@@ -290,6 +307,6 @@ def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, m
                *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name, "fingerprint": fp,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "bertplat_version": __version__, "format": "huggingface", "parents": parents,
+            "bertplat_version": __version__, "format": export_format(model_cfg), "parents": parents,
             "config": cfg.model_dump(mode="json"), "model_config": model_cfg.to_dict(), "metrics": metrics,
             "validation": report.model_dump(mode="json"), "run_dir": str(run_dir)}

@@ -37,7 +37,7 @@ def test_prefect_yaml_deploys_from_a_copy(tmp_path):
 
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
-    assert {"ingest", "demo"} <= set(deployments)
+    assert {"ingest", "vocab", "examples", "pretrain", "demo"} <= set(deployments)
     ingest = deployments["ingest"]
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"
     assert ingest.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]

@@ -50,7 +50,7 @@ def test_the_flow_exports_the_model_and_publishes_the_curve_and_metrics(prefect_
     assert not (data_dir / "models" / "flowgate").exists()
 
 
-@pytest.mark.parametrize("preset", ["demo", "mini-wiki", "base-128"])
+@pytest.mark.parametrize("preset", ["mini-wiki", "base-128"])
 def test_presets_load(preset):
     cfg = PretrainConfig.from_yaml(CONFIGS / f"{preset}.yaml")
     assert cfg.max_steps and cfg.min_val_mlm_accuracy > 0

@@ -190,3 +190,19 @@ def test_mlm_only_models_freeze_the_pooler_that_no_loss_uses():
     module = PretrainModule(cfg.to_dict(), PretrainConfig().model_dump(mode="json"), total_steps=10)
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
     assert frozen == ["model.backbone.pooler.weight", "model.backbone.pooler.bias"]
+
+
+@pytest.mark.slow
+def test_a_pre_ln_model_trains_and_is_exported_in_bertplat_format(lake, examples):
+    """HF BERT is post-LN, so a pre-LN model cannot be a transformers checkpoint: it keeps our layout."""
+    from bertplat.model import load_checkpoint
+
+    cfg = PretrainConfig(**{**TRAIN, "max_steps": 4, "warmup_steps": 1, "val_every_n_steps": 4, "val_examples": 64,
+                            "log_every_n_steps": 1, "min_val_mlm_accuracy": 0.0, "require_loss_decrease": False,
+                            "model_overrides": {"pre_ln": True}})
+    result = run_pretrain(examples, "preln", cfg, lake)
+    assert result.export_format == "bertplat" and "load_checkpoint" in result.summary()
+    model = load_checkpoint(result.model_dir)
+    assert model.config.pre_ln and (result.model_dir / "tokenizer.json").is_file()
+    assert json.loads((result.model_dir / "_manifest.json").read_text())["format"] == "bertplat"
+    assert "load_checkpoint" in (result.model_dir / "README.md").read_text()
