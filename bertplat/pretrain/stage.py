@@ -11,6 +11,7 @@ the examples' fingerprint and the config's computing fields, so the same command
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -156,12 +157,23 @@ def _strategy(cfg: PretrainConfig):
     return FSDPStrategy(auto_wrap_policy={EncoderLayer}, use_orig_params=True)
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's product tips ("💡 Tip: ... litlogger") from the run's log; keeps everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡")
+
+
 def build_trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list, progress_bar: bool, cuda: bool) -> pl.Trainer:
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoAdverts())
     logs = run_dir / "logs"
     segment = f"segment-{len(list((logs / 'csv').glob('segment-*'))):03d}"  # one per launch; merged by step
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step:07d}", auto_insert_metric_name=False,
                            every_n_train_steps=cfg.checkpoint_every_n_steps, monitor="step", mode="max",
-                           save_top_k=cfg.keep_checkpoints, save_last=True)
+                           save_top_k=cfg.keep_checkpoints, save_last=True,
+                           enable_version_counter=False)  # one last.ckpt, whichever callback wrote it last
     return pl.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=cfg.resolved_precision(cuda), max_steps=-1, max_epochs=-1,
