@@ -167,6 +167,17 @@ class PretrainModule(pl.LightningModule):
         schedule = build_schedule(optimizer, self.cfg, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            # FSDP shards the gradients: only the root FSDP module can take the norm over all shards.
+            # Lightning's FSDP precision plugin refuses norm clipping rather than do it per shard.
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["bertplat"] = {"micro_batches": self.micro_batches, "rng": capture_rng(),
