@@ -144,6 +144,8 @@ def examples(
     masking: str | None = typer.Option(None, help="dynamic (default: the collator masks at training time) or "
                                        "static (masks written into the examples)."),
     mask_prob: float | None = typer.Option(None, help="Share of tokens to predict (default 0.15)."),
+    max_predictions_per_seq: int | None = typer.Option(None, help="Static masking: most predictions per example "
+                                                       "(default ceil(max_seq_length * mask_prob): 20 at 128)."),
     whole_word_masking: bool | None = typer.Option(None, "--whole-word-masking/--token-masking",
                                                    help="Mask whole words (all their pieces) or single tokens (default)."),
     dupe_factor: int | None = typer.Option(None, help="Passes over the corpus with new random choices (default 1)."),
@@ -160,7 +162,7 @@ def examples(
 
     _, lake, catalog = _context()
     overrides = dict(objective=objective, max_seq_length=max_seq_length, masking=masking, mask_prob=mask_prob,
-                     whole_word_masking=whole_word_masking, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
+                     max_predictions_per_seq=max_predictions_per_seq, whole_word_masking=whole_word_masking, dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
                      validation_fraction=validation_fraction, seed=seed, workers=workers)
     cfg = _run(ExamplesConfig.from_yaml, config, **overrides) if config else _run(ExamplesConfig.build, {}, overrides)
     corpus_handle = _run(lake.resolve, "corpus", corpus)

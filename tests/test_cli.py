@@ -92,3 +92,33 @@ def test_bad_yaml_config_is_named(env):
     cfg.write_text("no_such_option: 1\n")
     result = runner.invoke(app, ["ingest", ".", "--name", "x", "--config", str(cfg)])
     assert result.exit_code == 2 and "no_such_option: Extra inputs are not permitted" in result.output
+
+
+@pytest.mark.slow
+def test_vocab_then_examples_with_their_options(env, demo_corpus_file):
+    """ingest -> vocab -> examples through the CLI; the options reach the data (read back with DuckDB)."""
+    cfg = env / "ingest.yaml"
+    cfg.write_text("format: json\ntext_field: extract\ntitle_field: title\nworkers: 1\n")
+    assert runner.invoke(app, ["ingest", str(demo_corpus_file), "--name", "wiki", "-c", str(cfg)]).exit_code == 0
+
+    result = runner.invoke(app, ["vocab", "--corpus", "wiki", "--name", "v", "--vocab-size", "2000",
+                                 "--pad-to-multiple-of", "64", "--cased"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("vocab v@") and "FROM vocab_v" in result.output
+    result = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM vocab_v", "-o", "json"])
+    assert json.loads(result.output) == [{"n": 2048}]  # 2000 rounded up to a multiple of 64
+
+    result = runner.invoke(app, ["examples", "--corpus", "wiki", "--vocab", "v", "--name", "ex", "--objective", "sop",
+                                 "--max-seq-length", "64", "--masking", "static", "--max-predictions-per-seq", "5",
+                                 "--whole-word-masking", "--dupe-factor", "2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("examples ex@") and "FROM examples_ex" in result.output
+    query = ("SELECT max(len(input_ids)) AS longest, max(len(masked_positions)) AS most_masked, "
+             "round(avg(next_sentence_label), 1) AS swapped FROM examples_ex")
+    result = runner.invoke(app, ["sql", query, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"longest": 64, "most_masked": 5, "swapped": 0.5}]
+    lake = env / "data" / "lake"
+    examples = json.loads(next((lake / "examples" / "ex").glob("*/_manifest.json")).read_text())["config"]
+    assert examples["whole_word_masking"] and examples["dupe_factor"] == 2
+    assert json.loads(next((lake / "vocab" / "v").glob("*/_manifest.json")).read_text())["config"]["lowercase"] is False

@@ -22,7 +22,7 @@ from bertplat.examples.config import ExamplesConfig
 from bertplat.examples.create import create_pretraining_examples
 from bertplat.examples.data import PackedInstances, TokenizedDocs
 from bertplat.examples.gate import check_examples_table
-from bertplat.examples.masking import MaskingSpec
+from bertplat.examples.masking import MaskingSpec, prediction_budget
 from bertplat.splits import in_holdout
 from bertplat.vocab.tokenizer import VocabInfo, load_tokenizer
 
@@ -67,10 +67,11 @@ class SplitStats:
     masked_as_mask: int = 0
     masked_kept: int = 0
     maskable: int = 0
+    mask_budget: int = 0              # static: predictions the budget asks for (capped by max_predictions)
 
     def add(self, other: SplitStats) -> None:
         for name in ("instances", "tokens", "labels_one", "documents", "masked", "masked_as_mask", "masked_kept",
-                     "maskable"):
+                     "maskable", "mask_budget"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.length_hist = [a + b for a, b in zip(self.length_hist or [0] * len(other.length_hist),
                                                   other.length_hist)]
@@ -183,7 +184,11 @@ def split_stats(inst: PackedInstances, docs: TokenizedDocs, info: VocabInfo, cfg
         original[flat] = inst.masked_label_ids
         special = np.zeros(info.size, dtype=bool)
         special[list(info.special_ids)] = True
-        stats.maskable = int((~special[original]).sum())
+        maskable = ~special[original]
+        stats.maskable = int(maskable.sum())
+        # what the rows ask for, from their lengths alone: the gate compares it with what was masked
+        n = lengths if cfg.mask_budget_basis == "length" else np.add.reduceat(maskable.astype(np.int64), inst.offsets[:-1])
+        stats.mask_budget = int(np.where(n > 0, prediction_budget(n, cfg.mask_prob, cfg.max_predictions), 0).sum())
     return stats
 
 

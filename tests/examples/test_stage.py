@@ -187,3 +187,24 @@ def test_chinese_examples_pass_their_gates(shared_data, tmp_path):
     tok = load_tokenizer(vocab.dataset.path)
     first = pq.read_table(examples_files(result.dataset, "train")[0]).column("input_ids")[0].as_py()
     assert sum(len(tok.id_to_token(i)) == 1 and "\u4e00" <= tok.id_to_token(i) <= "\u9fff" for i in first) > 50
+
+
+def test_a_cap_on_predictions_moves_the_expected_mask_rate_to_what_the_cap_allows():
+    """Regression: --max-predictions-per-seq below 15% of a row failed the gate for doing what it was told."""
+    from bertplat.examples.gate import add_statistical_checks
+    from bertplat.validation import GateReport
+
+    def check(cfg, masked):
+        # 1000 maskable tokens whose rows ask, under the cap, for 88 predictions; 80/10/10 exact
+        split = {"instances": 20, "labels_one": 10, "masked": masked, "masked_as_mask": masked * 8 // 10,
+                 "masked_kept": masked // 10, "maskable": 1000, "mask_budget": 88}
+        report = GateReport(stage="examples", dataset="x")
+        add_statistical_checks(report, {"train": split, "validation": dict(split, instances=0, maskable=0,
+                                                                           masked=0, mask_budget=0)}, cfg)
+        return {c.name: c for c in report.checks}["mask rate over maskable tokens"]
+
+    capped = ExamplesConfig(masking="static", max_predictions_per_seq=5)
+    assert check(capped, 88).passed and not check(capped, 60).passed
+    assert "capped at 5 per example" in str(check(capped, 60).expected)
+    assert not check(ExamplesConfig(masking="static"), 88).passed  # no cap set: 15% it is
+    assert check(ExamplesConfig(masking="static"), 150).passed

@@ -206,3 +206,28 @@ def test_a_pre_ln_model_trains_and_is_exported_in_bertplat_format(lake, examples
     assert model.config.pre_ln and (result.model_dir / "tokenizer.json").is_file()
     assert json.loads((result.model_dir / "_manifest.json").read_text())["format"] == "bertplat"
     assert "load_checkpoint" in (result.model_dir / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_and_logs_mfu_against_the_configured_peak(lake, examples):
+    """torch.compile on CPU (inductor), and MFU: with ``peak_tflops`` set, MFU x peak is the model-FLOP
+    rate, i.e. tokens/s times the FLOPs of an average token, which lie between those of the shortest and
+    the longest sequences'."""
+    cfg = PretrainConfig(**{**TRAIN, "max_steps": 6, "warmup_steps": 1, "val_every_n_steps": 6, "val_examples": 64,
+                            "log_every_n_steps": 2, "min_val_mlm_accuracy": 0.0, "require_loss_decrease": False,
+                            "compile": True, "peak_tflops": 0.05})
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    result = run_pretrain(examples, "compiled", cfg, lake)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo really compiled the forward
+    history = read_history(result.run_dir / "logs" / "csv")
+    steps, losses = series(history, "train/loss")
+    assert steps and all(math.isfinite(x) for x in losses)
+    _, mfu = series(history, "perf/mfu")
+    _, tokens_per_s = series(history, "perf/tokens_per_s")
+    assert len(mfu) == len(tokens_per_s) == 3 and all(0 < m < 1 for m in mfu)
+    model = ModelConfig.from_file(result.run_dir / "model_config.json")
+    per_token = [m * 0.05e12 / t for m, t in zip(mfu, tokens_per_s)]
+    low, high = model.flops_per_token(8, 0.0), model.flops_per_token(128, 1.0)
+    assert all(low < f < high for f in per_token), (per_token, low, high)
