@@ -120,6 +120,47 @@ class _CountingFile(io.RawIOBase):
         super().close()
 
 
+class _ZstdReader(io.RawIOBase):
+    """The frames of a zstd file one after another, as ``zstd -d`` reads them. zstandard's own
+    ``stream_reader`` ends quietly where a truncated file ends, which would lose the rest of the file
+    without a word; this raises ``ZstdError`` when the input stops inside a frame."""
+
+    def __init__(self, raw: BinaryIO):
+        import zstandard
+
+        self._raw, self._error = raw, zstandard.ZstdError
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = None  # the decoder of the frame being read; None between frames
+        self._out, self._pos = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while self._pos == len(self._out):
+            data = self._raw.read(1 << 17)
+            if not data:
+                if self._frame is not None:
+                    raise self._error("the stream ends inside a zstd frame: the file is truncated")
+                return 0
+            out = []
+            while data:
+                self._frame = self._frame or self._new_frame()
+                out.append(self._frame.decompress(data))
+                if not self._frame.eof:
+                    break
+                data, self._frame = self._frame.unused_data, None
+            self._out, self._pos = b"".join(out), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open(path: str) -> tuple[BinaryIO, _CountingFile]:
     counted = _CountingFile(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
     raw: BinaryIO = io.BufferedReader(counted, buffer_size=1 << 20)
@@ -132,9 +173,7 @@ def _open(path: str) -> tuple[BinaryIO, _CountingFile]:
     elif kind == "xz":
         raw = lzma.LZMAFile(raw)  # type: ignore[assignment]
     elif kind == "zstd":
-        import zstandard
-
-        raw = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+        raw = _ZstdReader(raw)  # type: ignore[assignment]
     if kind is not None:
         raw = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
     return raw, counted
@@ -158,10 +197,12 @@ def read_file(f: InputFile, cfg: IngestConfig):
     except FileRejected as exc:
         yield Reject(exc.reason, exc.detail)
     except _CORRUPT as exc:
-        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); records before the damage were kept")
+        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); the records decoded before the damage "
+                     "were kept, up to the last 1 MiB block before it")
     except Exception as exc:  # zstandard raises its own error type; name it rather than crash the run
         if type(exc).__module__.startswith("zstandard"):
-            yield Reject("corrupt_compression", f"damaged zstd stream ({exc})")
+            yield Reject("corrupt_compression", f"damaged zstd stream ({exc}); the records decoded before the "
+                         "damage were kept, up to the last 1 MiB block before it")
         else:
             raise
     finally:

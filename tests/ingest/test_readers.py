@@ -178,6 +178,19 @@ def test_compressed_inputs(tmp_path, ingest, suffix, compress):
     assert rows(result, "text")[0] == ("Document number 0.",)
 
 
+@pytest.mark.parametrize("suffix,compress", [
+    (".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress),
+    (".zst", lambda b: zstandard.ZstdCompressor().compress(b)),
+])
+def test_concatenated_streams_are_read_to_the_end(tmp_path, ingest, suffix, compress):
+    """What `cat a.gz b.gz`, pbzip2 and multi-threaded zstd write: several frames or members in one file."""
+    parts = [("\n".join(json.dumps({"text": f"Part {p} document {i}."}) for i in range(200)) + "\n").encode()
+             for p in range(3)]
+    f = write(tmp_path / f"multi.jsonl{suffix}", b"".join(compress(part) for part in parts))
+    result = ingest([f])
+    assert result.counts["documents"] == 600 and not result.counts["rejects"]
+
+
 def test_compression_detected_by_magic_without_suffix(tmp_path, ingest):
     f = write(tmp_path / "wiki_00", gzip.compress(b'<doc id="1" url="u" title="T">\nHidden gzip.\n</doc>\n'))
     assert rows(ingest([f]), "text") == [("Hidden gzip.",)]

@@ -152,3 +152,38 @@ def test_short_documents_below_min_chars(tmp_path, ingest):
     f = write(tmp_path / "s.jsonl", '{"text": "tiny"}\n{"text": "long enough text"}\n')
     result = ingest([f], min_chars=10, max_reject_ratio=0.9)
     assert result.stats["reject_reasons"] == {"too_short": 1}
+
+
+def test_a_json_file_over_max_json_bytes_is_rejected_with_advice(tmp_path, ingest):
+    d = tmp_path / "j"
+    write(d / "big.json", json.dumps([{"text": f"Record number {i} of a large file."} for i in range(100)]))
+    write(d / "small.json", json.dumps([{"text": "A small file."}]))
+    result = ingest([d], max_json_bytes=1024, max_reject_ratio=0.9)
+    assert result.stats["reject_reasons"] == {"file_too_large": 1}
+    assert result.counts["documents"] == 1
+
+
+@pytest.mark.parametrize("suffix", ["bz2", "xz", "zst"])
+def test_damaged_bz2_xz_and_zstd_streams_keep_what_came_before(tmp_path, ingest, catalog, suffix):
+    import bz2
+    import lzma
+
+    import zstandard
+
+    # ~6 MB of records: the reader decodes in 1 MiB blocks, and the block the damage falls in is lost
+    lines = "".join(f'{{"text": "compressed record {i}"}}\n' for i in range(200_000)).encode()
+    compress = {"bz2": bz2.compress, "xz": lzma.compress, "zst": zstandard.ZstdCompressor().compress}[suffix]
+    blob = compress(lines)
+    write(tmp_path / "c" / f"damaged.jsonl.{suffix}", blob[: len(blob) * 3 // 4])
+    result = ingest([tmp_path / "c"], name="damaged", max_reject_ratio=0.9)
+    assert result.stats["reject_reasons"] == {"corrupt_compression": 1}
+    _, rows = catalog.fetch("SELECT source_file, detail FROM rejects_damaged")
+    assert rows[0][0] == f"c/damaged.jsonl.{suffix}" and "damaged" in rows[0][1]
+    assert 100_000 < result.counts["documents"] < 160_000  # the records before the damage are kept
+
+
+def test_every_reject_reason_is_produced_by_a_test_here():
+    """A reason added to REJECT_REASONS needs a test in this module that produces it."""
+    source = open(__file__, encoding="utf-8").read()
+    untested = [r for r in REJECT_REASONS if f'"{r}"' not in source.split("def test_every_reject_reason")[0]]
+    assert not untested, f"no test produces {untested}"
