@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--wiki-files", type=int, default=12, help="files of wikitasks_2021 to use, of 64 (default 12)")
     p.add_argument("--micro-batch-size", type=int, default=32, help="sequences per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, data order, masks and dropout; the same for both models "
+                        "(default 0, PretrainConfig's); another seed is another replicate of the comparison")
     p.add_argument("--models", nargs="+", choices=["ours", "hf"], default=["ours", "hf"], help="which to train")
     p.add_argument("--out", type=Path, default=OUT, help=f"data, runs and results (default {OUT})")
     if argv is None:
@@ -125,10 +128,10 @@ def train(impl: str, lake, examples, args) -> dict:
     cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=0.06, max_steps=None, max_tokens=int(args.tokens),
                          micro_batch_size=args.micro_batch_size, accelerator="auto", val_every_n_steps=args.eval_every,
                          val_examples=2048, log_every_n_steps=log_every(args.eval_every),
-                         checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0)
+                         checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0, seed=args.seed)
     source = ExamplesSource.open(examples, lake)
     model_cfg = model_config_for(source, cfg)
-    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     cuda = torch.cuda.is_available()
     callbacks = [Throughput(model_cfg, cfg.resolved_precision(cuda), None, cfg.log_every_n_steps),
                  RunCheckpoints(run_dir / "checkpoints")]
@@ -181,7 +184,7 @@ def plot_quality(results: list[dict], path: Path, title: str) -> Path:
 def quality(args) -> list[dict]:
     lake, examples = build_examples(args)
     results = [train(impl, lake, examples, args) for impl in args.models]
-    png = plot_quality(results, args.out / "quality.png", f"mini on {examples.ref()}")
+    png = plot_quality(results, args.out / f"quality-seed{args.seed}.png", f"mini on {examples.ref()}, seed {args.seed}")
     print(f"\n{machine()}; torch {torch.__version__}")
     print(f"{'tokens':>10} " + " ".join(f"{r['impl'] + ' acc':>10} {r['impl'] + ' loss':>10}" for r in results))
     for i, tokens in enumerate(results[0]["tokens"]):
@@ -190,8 +193,9 @@ def quality(args) -> list[dict]:
     for r in results:
         print(f"{r['impl']}: {r['total_steps']} steps in {r['seconds']:.0f}s, final validation MLM accuracy "
               f"{r['val_mlm_acc'][-1]:.4f}, loss {r['val_mlm_loss'][-1]:.4f}")
-    (args.out / "quality.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {png} and {args.out / 'quality.json'}")
+    data = args.out / f"quality-seed{args.seed}.json"
+    data.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {png} and {data}")
     return results
 
 

