@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial weights, data order, masks and dropout; the same for both models "
                         "(default 0, PretrainConfig's); another seed is another replicate of the comparison")
+    p.add_argument("--model-overrides", type=json.loads, default={},
+                   help='JSON of ModelConfig fields to change for both models, e.g. \'{"hidden_dropout": 0}\'')
     p.add_argument("--models", nargs="+", choices=["ours", "hf"], default=["ours", "hf"], help="which to train")
     p.add_argument("--out", type=Path, default=OUT, help=f"data, runs and results (default {OUT})")
     if argv is None:
@@ -109,6 +111,11 @@ def hf_module_class():
     return HFPretrainModule
 
 
+def tag(args) -> str:
+    """File-name suffix naming the model overrides, if any."""
+    return "".join(f"-{k}{v}" for k, v in sorted(args.model_overrides.items()))
+
+
 def log_every(eval_every: int) -> int:
     """The largest divisor of eval_every up to a quarter of it: tokens are logged at every validation step."""
     return next(d for d in range(max(1, eval_every // 4), 0, -1) if eval_every % d == 0)
@@ -128,10 +135,11 @@ def train(impl: str, lake, examples, args) -> dict:
     cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=0.06, max_steps=None, max_tokens=int(args.tokens),
                          micro_batch_size=args.micro_batch_size, accelerator="auto", val_every_n_steps=args.eval_every,
                          val_examples=2048, log_every_n_steps=log_every(args.eval_every),
-                         checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0, seed=args.seed)
+                         checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0, seed=args.seed,
+                         model_overrides=args.model_overrides)
     source = ExamplesSource.open(examples, lake)
     model_cfg = model_config_for(source, cfg)
-    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-seed{args.seed}{tag(args)}-{time.strftime('%Y%m%d-%H%M%S')}"
     cuda = torch.cuda.is_available()
     callbacks = [Throughput(model_cfg, cfg.resolved_precision(cuda), None, cfg.log_every_n_steps),
                  RunCheckpoints(run_dir / "checkpoints")]
@@ -184,7 +192,8 @@ def plot_quality(results: list[dict], path: Path, title: str) -> Path:
 def quality(args) -> list[dict]:
     lake, examples = build_examples(args)
     results = [train(impl, lake, examples, args) for impl in args.models]
-    png = plot_quality(results, args.out / f"quality-seed{args.seed}.png", f"mini on {examples.ref()}, seed {args.seed}")
+    png = plot_quality(results, args.out / f"quality-seed{args.seed}{tag(args)}.png",
+                       f"mini on {examples.ref()}, seed {args.seed}{tag(args).replace('-', ', ')}")
     print(f"\n{machine()}; torch {torch.__version__}")
     print(f"{'tokens':>10} " + " ".join(f"{r['impl'] + ' acc':>10} {r['impl'] + ' loss':>10}" for r in results))
     for i, tokens in enumerate(results[0]["tokens"]):
@@ -193,7 +202,7 @@ def quality(args) -> list[dict]:
     for r in results:
         print(f"{r['impl']}: {r['total_steps']} steps in {r['seconds']:.0f}s, final validation MLM accuracy "
               f"{r['val_mlm_acc'][-1]:.4f}, loss {r['val_mlm_loss'][-1]:.4f}")
-    data = args.out / f"quality-seed{args.seed}.json"
+    data = args.out / f"quality-seed{args.seed}{tag(args)}.json"
     data.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {png} and {data}")
     return results
