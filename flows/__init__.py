@@ -36,6 +36,7 @@ def _drop_inherited_prefect_exit_hooks() -> None:
     hooks = getattr(threading, "_threading_atexits", None)
     if not isinstance(base, type) or not isinstance(hooks, list):
         return  # Prefect not imported in the parent, or internals this workaround does not know
+
     def owner(hook: object) -> object:  # hooks are stored as functools.partial(bound method)
         return getattr(getattr(hook, "func", hook), "__self__", None)
 

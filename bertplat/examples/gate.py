@@ -180,7 +180,7 @@ def add_statistical_checks(report: GateReport, stats: dict, cfg: ExamplesConfig)
         rate = masked / maskable if maskable else 0.0
         target, why = cfg.mask_prob, ""
         if cfg.max_predictions_per_seq is not None:  # a cap set by hand can bind: expect what it allows
-            budget = sum(s.get("mask_budget", 0) for s in stats.values())
+            budget = sum(s["mask_budget"] for s in stats.values())
             target = budget / maskable if maskable else 0.0
             why = f" (mask_prob {cfg.mask_prob} capped at {cfg.max_predictions_per_seq} per example)"
         report.add("mask rate over maskable tokens", abs(rate - target) <= cfg.mask_rate_tolerance,

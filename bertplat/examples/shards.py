@@ -187,7 +187,8 @@ def split_stats(inst: PackedInstances, docs: TokenizedDocs, info: VocabInfo, cfg
         maskable = ~special[original]
         stats.maskable = int(maskable.sum())
         # what the rows ask for, from their lengths alone: the gate compares it with what was masked
-        n = lengths if cfg.mask_budget_basis == "length" else np.add.reduceat(maskable.astype(np.int64), inst.offsets[:-1])
+        per_row = np.add.reduceat(maskable.astype(np.int64), inst.offsets[:-1])  # (rows,)
+        n = lengths if cfg.mask_budget_basis == "length" else per_row
         stats.mask_budget = int(np.where(n > 0, prediction_budget(n, cfg.mask_prob, cfg.max_predictions), 0).sum())
     return stats
 

@@ -179,6 +179,8 @@ def _open(path: str) -> tuple[BinaryIO, _CountingFile]:
     return raw, counted
 
 
+# Streams are decoded in 1 MiB blocks: the block the damage falls in is lost with it.
+_KEPT_BEFORE_DAMAGE = "the records decoded before the damage were kept, up to the last 1 MiB block before it"
 _CORRUPT = (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error)
 
 
@@ -197,12 +199,10 @@ def read_file(f: InputFile, cfg: IngestConfig):
     except FileRejected as exc:
         yield Reject(exc.reason, exc.detail)
     except _CORRUPT as exc:
-        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); the records decoded before the damage "
-                     "were kept, up to the last 1 MiB block before it")
+        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); {_KEPT_BEFORE_DAMAGE}")
     except Exception as exc:  # zstandard raises its own error type; name it rather than crash the run
         if type(exc).__module__.startswith("zstandard"):
-            yield Reject("corrupt_compression", f"damaged zstd stream ({exc}); the records decoded before the "
-                         "damage were kept, up to the last 1 MiB block before it")
+            yield Reject("corrupt_compression", f"damaged zstd stream ({exc}); {_KEPT_BEFORE_DAMAGE}")
         else:
             raise
     finally:
