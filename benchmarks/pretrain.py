@@ -1,18 +1,27 @@
 """Pretraining benchmarks, the three parts of the issue in one script.
 
-    python -m benchmarks.pretrain --suite quality           # ours vs HF BertForPreTraining, ~15 min on 2 cores
+    python -m benchmarks.pretrain --suite quality --seed 0  # ours vs HF BertForPreTraining, ~25 min on 2 cores
+    python -m benchmarks.pretrain --suite compare --seeds 0 1 2   # every seed's curves: table, gap, one plot
     python -m benchmarks.pretrain --suite cpu [-- ARGS]     # step time on CPU (benchmarks.pretrain_model)
     python -m benchmarks.pretrain --suite gpu [-- ARGS]     # step time, bf16, compile, MFU on CUDA
 
 Quality: the ``mini`` preset pretrained on examples built from the shared English Wikipedia
 (``corpora/en/wikipedia/wikitasks_2021``, the first ``--wiki-files`` of its 64 files) for a fixed token
-budget, twice through the same Lightning Trainer, DataModule, optimiser, schedule and loss
-normalisation of ``bertplat.pretrain``: once with our model, once with ``transformers.BertForPreTraining``
-built from the same config (``hf_config_dict``) and the same initial weights (``to_hf_state_dict``). Both
-see the same batches and masks; only dropout draws differ (each model draws its own masks). Validation
-MLM accuracy on the same held-out examples with fixed masks (up to 2,048; the default 12 files hold 791) is
-plotted against tokens seen, both curves in one PNG. The default budget (1.5M tokens, ~470 steps of 32 sequences) is small, sized for a
-2-core CPU: it shows the start of learning, not a converged model; raise ``--tokens`` on a GPU.
+budget, through the same Lightning Trainer, DataModule, optimiser, schedule and loss normalisation of
+``bertplat.pretrain``: once with our model, once with ``transformers.BertForPreTraining`` built from the
+same config (``hf_config_dict``) and the same initial weights (``to_hf_state_dict``). Both see the same
+batches and masks; only dropout draws differ (each model draws its own masks), so one seed is one
+replicate and the comparison takes several. Validation MLM accuracy on the same held-out examples with
+fixed masks (up to 2,048; the default 12 files hold 791) is plotted against tokens seen. Each model's
+curve is saved on its own (``quality-seed{S}-{ours,hf}.json``), so the two can train in separate
+processes, one core each (``OMP_NUM_THREADS=1 ... --models hf`` beside ``... --models ours``).
+``--suite compare`` then puts all seeds in one plot with each model's mean, and prints the gap.
+
+The default budget (1.5M tokens, 592 steps of 32 sequences) is sized for a 2-core CPU: it shows the
+start of learning, not a converged model; raise ``--tokens`` on a GPU. At lr 1e-3 post-LN ``mini``
+collapses at this budget (it predicts the most frequent token and the majority NSP label for hundreds
+of steps, and whether it escapes depends on the dropout draws, for either model), hence 5e-4 with 10%
+warmup.
 """
 
 from __future__ import annotations
@@ -33,19 +42,24 @@ OUT = REPO / "benchmarks" / "out" / "pretrain"
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=["quality", "cpu", "gpu"], default="quality",
+    p.add_argument("--suite", choices=["quality", "compare", "cpu", "gpu"], default="quality",
                    help="quality: ours vs HF learning curves; cpu / gpu: step-time benchmark (benchmarks.pretrain_model; "
                         "arguments after -- go to it)")
     p.add_argument("--tokens", type=float, default=1.5e6, help="token budget per model (default 1.5M)")
     p.add_argument("--eval-every", type=int, default=50, help="validate every this many steps (default 50)")
     p.add_argument("--wiki-files", type=int, default=12, help="files of wikitasks_2021 to use, of 64 (default 12)")
     p.add_argument("--micro-batch-size", type=int, default=32, help="sequences per step (default 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate (default 5e-4; 1e-3 collapses post-LN mini at this budget)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="share of the steps spent warming the learning rate up linearly (default 0.1)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial weights, data order, masks and dropout; the same for both models "
                         "(default 0, PretrainConfig's); another seed is another replicate of the comparison")
     p.add_argument("--model-overrides", type=json.loads, default={},
                    help='JSON of ModelConfig fields to change for both models, e.g. \'{"hidden_dropout": 0}\'')
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="--suite compare: the seeds to summarise (default 0 1 2)")
     p.add_argument("--models", nargs="+", choices=["ours", "hf"], default=["ours", "hf"], help="which to train")
     p.add_argument("--out", type=Path, default=OUT, help=f"data, runs and results (default {OUT})")
     if argv is None:
@@ -112,8 +126,11 @@ def hf_module_class():
 
 
 def tag(args) -> str:
-    """File-name suffix naming the model overrides, if any."""
-    return "".join(f"-{k}{v}" for k, v in sorted(args.model_overrides.items()))
+    """File-name suffix naming what differs from the defaults: training settings, then model overrides."""
+    default = parse_args([])[0]
+    changed = [f"-{k.replace('_', '')}{getattr(args, k):g}" for k in ("tokens", "lr", "warmup_ratio", "micro_batch_size")
+               if getattr(args, k) != getattr(default, k)]
+    return "".join(changed) + "".join(f"-{k}{v}" for k, v in sorted(args.model_overrides.items()))
 
 
 def log_every(eval_every: int) -> int:
@@ -132,7 +149,7 @@ def train(impl: str, lake, examples, args) -> dict:
     from bertplat.pretrain.report import read_history, series
     from bertplat.pretrain.stage import build_trainer, model_config_for, total_steps_for
 
-    cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=0.06, max_steps=None, max_tokens=int(args.tokens),
+    cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=args.warmup_ratio, max_steps=None, max_tokens=int(args.tokens),
                          micro_batch_size=args.micro_batch_size, accelerator="auto", val_every_n_steps=args.eval_every,
                          val_examples=2048, log_every_n_steps=log_every(args.eval_every),
                          checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0, seed=args.seed,
@@ -160,7 +177,8 @@ def train(impl: str, lake, examples, args) -> dict:
     steps, acc = series(history, "val/mlm_acc")
     tokens = dict(zip(*series(history, "perf/tokens_seen")))
     return {"impl": impl, "steps": steps, "tokens": [tokens.get(s) for s in steps], "val_mlm_acc": acc,
-            "val_mlm_loss": series(history, "val/mlm_loss")[1], "seconds": elapsed, "total_steps": total,
+            "val_mlm_loss": series(history, "val/mlm_loss")[1], "val_nsp_acc": series(history, "val/nsp_acc")[1],
+            "seconds": elapsed, "total_steps": total,
             "run_dir": str(run_dir)}
 
 
@@ -189,29 +207,125 @@ def plot_quality(results: list[dict], path: Path, title: str) -> Path:
     return path
 
 
-def quality(args) -> list[dict]:
-    lake, examples = build_examples(args)
-    results = [train(impl, lake, examples, args) for impl in args.models]
-    png = plot_quality(results, args.out / f"quality-seed{args.seed}{tag(args)}.png",
-                       f"mini on {examples.ref()}, seed {args.seed}{tag(args).replace('-', ', ')}")
-    print(f"\n{machine()}; torch {torch.__version__}")
+def result_path(args, impl: str, seed: int | None = None) -> Path:
+    """Where one model's curve for one seed is kept: ``quality-seed{S}{tag}-{impl}.json``."""
+    return args.out / f"quality-seed{args.seed if seed is None else seed}{tag(args)}-{impl}.json"
+
+
+def load_results(args, seed: int) -> list[dict]:
+    """The curves already measured for ``seed`` under these settings (ours first, then HF)."""
+    paths = [result_path(args, impl, seed) for impl in ("ours", "hf")]
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.exists()]
+
+
+def print_curves(results: list[dict]) -> None:
     print(f"{'tokens':>10} " + " ".join(f"{r['impl'] + ' acc':>10} {r['impl'] + ' loss':>10}" for r in results))
     for i, tokens in enumerate(results[0]["tokens"]):
         print(f"{tokens or 0:10,.0f} " + " ".join(f"{r['val_mlm_acc'][i]:10.4f} {r['val_mlm_loss'][i]:10.4f}"
                                                    for r in results if i < len(r["val_mlm_acc"])))
-    for r in results:
-        print(f"{r['impl']}: {r['total_steps']} steps in {r['seconds']:.0f}s, final validation MLM accuracy "
-              f"{r['val_mlm_acc'][-1]:.4f}, loss {r['val_mlm_loss'][-1]:.4f}")
-    data = args.out / f"quality-seed{args.seed}{tag(args)}.json"
-    data.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {png} and {data}")
+
+
+def quality(args) -> list[dict]:
+    """Train the chosen models for one seed; each curve is saved as it finishes, so ours and HF can run in
+    separate processes (``--models ours`` and ``--models hf`` side by side) and still share one plot."""
+    lake, examples = build_examples(args)
+    for impl in args.models:
+        result = train(impl, lake, examples, args)
+        result_path(args, impl).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"{impl}: {result['total_steps']} steps in {result['seconds']:.0f}s, final validation MLM accuracy "
+              f"{result['val_mlm_acc'][-1]:.4f}, loss {result['val_mlm_loss'][-1]:.4f}; wrote {result_path(args, impl)}")
+    results = load_results(args, args.seed)
+    png = plot_quality(results, args.out / f"quality-seed{args.seed}{tag(args)}.png",
+                       f"mini on {examples.ref()}, seed {args.seed}{tag(args).replace('-', ', ')}")
+    print(f"\n{machine()}; torch {torch.__version__}")
+    print_curves(results)
+    print(f"wrote {png}")
     return results
+
+
+def escape_tokens(r: dict, threshold: float = 0.8) -> float | None:
+    """Tokens seen at the first validation where NSP accuracy exceeds ``threshold``: where the run left
+    the early plateau (before it, the model predicts the majority NSP label and the most frequent token)."""
+    return next((t for t, a in zip(r["tokens"], r.get("val_nsp_acc", [])) if a > threshold), None)
+
+
+def compare(args) -> dict:
+    """Every seed measured under these settings: a table per seed, the mean gap between the curves, and
+    one plot with each seed thin and the mean of each model thick."""
+    import numpy as np
+
+    runs = {seed: {r["impl"]: r for r in load_results(args, seed)} for seed in args.seeds}
+    paired = [s for s, rs in runs.items() if {"ours", "hf"} <= rs.keys()]
+    if not paired:
+        raise SystemExit(f"no seed of {args.seeds} has both curves under {args.out} with these settings; "
+                         "run --suite quality --seed N first")
+    print(f"{'seed':>4} {'model':>5} {'left plateau at':>16} {'final MLM acc':>14} {'MLM loss':>9} {'NSP acc':>8}")
+    for seed in paired:
+        for impl in ("ours", "hf"):
+            r = runs[seed][impl]
+            esc = escape_tokens(r)
+            print(f"{seed:>4} {impl:>5} {'never' if esc is None else f'{esc:,.0f} tok':>16} "
+                  f"{r['val_mlm_acc'][-1]:14.4f} {r['val_mlm_loss'][-1]:9.4f} {r['val_nsp_acc'][-1]:8.3f}")
+    # Curves share their validation steps (same schedule and data), so they compare point by point.
+    acc = {impl: np.array([runs[s][impl]["val_mlm_acc"] for s in paired]) for impl in ("ours", "hf")}
+    loss = {impl: np.array([runs[s][impl]["val_mlm_loss"] for s in paired]) for impl in ("ours", "hf")}
+    tokens = np.array(runs[paired[0]]["ours"]["tokens"], dtype=float)
+    summary = {"seeds": paired, "tokens": tokens.tolist()}
+    for name, curves in (("val_mlm_acc", acc), ("val_mlm_loss", loss)):
+        gap = curves["ours"] - curves["hf"]  # (seeds, points)
+        summary[name] = {impl: {"mean": c.mean(0).tolist(), "std": c.std(0).tolist()} for impl, c in curves.items()}
+        summary[name]["final_gap_mean"] = float(gap[:, -1].mean())
+        summary[name]["final_gap_sem"] = float(gap[:, -1].std(ddof=1) / np.sqrt(len(paired))) if len(paired) > 1 else None
+        summary[name]["mean_abs_gap"] = float(np.abs(gap.mean(0)).mean())
+    a, l = summary["val_mlm_acc"], summary["val_mlm_loss"]
+    print(f"\nmean over {len(paired)} seeds at {tokens[-1]:,.0f} tokens: MLM acc ours {a['ours']['mean'][-1]:.4f} "
+          f"(sd {a['ours']['std'][-1]:.4f}) vs HF {a['hf']['mean'][-1]:.4f} (sd {a['hf']['std'][-1]:.4f}); "
+          f"MLM loss ours {l['ours']['mean'][-1]:.4f} vs HF {l['hf']['mean'][-1]:.4f}")
+    sem = lambda x: "" if x is None else f" +- {x:.4f} (s.e.)"  # noqa: E731
+    print(f"final gap ours - HF: MLM acc {a['final_gap_mean']:+.4f}{sem(a['final_gap_sem'])}, "
+          f"MLM loss {l['final_gap_mean']:+.4f}{sem(l['final_gap_sem'])}; mean |gap| of the mean curves over all "
+          f"validations: acc {a['mean_abs_gap']:.4f}, loss {l['mean_abs_gap']:.4f}")
+    png = plot_seeds(runs, paired, summary, args.out / f"quality-seeds{tag(args)}.png")
+    data = args.out / f"quality-seeds{tag(args)}.json"
+    data.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {png} and {data}")
+    return summary
+
+
+def plot_seeds(runs: dict, seeds: list[int], summary: dict, path: Path) -> Path:
+    """Validation MLM accuracy and loss against tokens: each seed thin, each model's mean thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colour = {"ours": "tab:blue", "hf": "tab:orange"}
+    label = {"ours": "bertplat", "hf": "transformers BertForPreTraining"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for ax, key in zip(axes, ("val_mlm_acc", "val_mlm_loss")):
+        for impl in ("ours", "hf"):
+            for s in seeds:
+                ax.plot(runs[s][impl]["tokens"], runs[s][impl][key], color=colour[impl], alpha=0.3, linewidth=0.8)
+            ax.plot(summary["tokens"], summary[key][impl]["mean"], color=colour[impl], linewidth=2.2,
+                    label=f"{label[impl]} (mean of {len(seeds)} seeds)")
+        ax.set_xlabel("training tokens (real, all devices)")
+        ax.set_ylabel("validation MLM " + ("accuracy" if key.endswith("acc") else "loss"))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"mini, seeds {', '.join(map(str, seeds))}")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     args, rest = parse_args(argv)
     if args.suite == "quality":
         quality(args)
+        return
+    if args.suite == "compare":
+        compare(args)
         return
     from benchmarks import pretrain_model
 

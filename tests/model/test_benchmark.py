@@ -25,3 +25,40 @@ def test_benchmark_smoke(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["args"]["presets"] == ["tiny"] and len(saved["results"]) == 3
     assert "ms/step" in capsys.readouterr().out
+
+
+def _curve(impl: str, acc: list[float], nsp: list[float]) -> dict:
+    return {"impl": impl, "steps": [10, 20, 30], "tokens": [1000, 2000, 3000], "val_mlm_acc": acc,
+            "val_mlm_loss": [8 - 10 * a for a in acc], "val_nsp_acc": nsp, "seconds": 1.0, "total_steps": 30}
+
+
+def test_quality_compare_summarises_seeds_saved_by_separate_runs(tmp_path, capsys):
+    """`--suite compare` pairs the per-model curves that `--suite quality` saved, seed by seed."""
+    from benchmarks.pretrain import compare, escape_tokens, parse_args, result_path
+
+    args = parse_args(["--suite", "compare", "--seeds", "0", "1", "5", "--out", str(tmp_path)])[0]
+    curves = {(0, "ours"): [0.05, 0.10, 0.20], (0, "hf"): [0.05, 0.08, 0.16],
+              (1, "ours"): [0.05, 0.06, 0.12], (1, "hf"): [0.05, 0.07, 0.14],
+              (5, "ours"): [0.05, 0.05, 0.05]}  # seed 5 has no HF run: left out, not an error
+    for (seed, impl), acc in curves.items():
+        result_path(args, impl, seed).write_text(json.dumps(_curve(impl, acc, [0.45, 0.85, 0.9])))
+    summary = compare(args)
+    assert summary["seeds"] == [0, 1]
+    acc = summary["val_mlm_acc"]
+    assert acc["ours"]["mean"] == pytest.approx([0.05, 0.08, 0.16])
+    assert acc["final_gap_mean"] == pytest.approx(((0.20 - 0.16) + (0.12 - 0.14)) / 2)
+    assert summary["val_mlm_loss"]["final_gap_mean"] == pytest.approx(-10 * acc["final_gap_mean"])
+    assert escape_tokens(_curve("ours", [0, 0, 0], [0.45, 0.5, 0.81])) == 3000
+    assert escape_tokens(_curve("ours", [0, 0, 0], [0.45, 0.5, 0.6])) is None
+    assert (tmp_path / "quality-seeds.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "2,000 tok" in printed and "final gap ours - HF: MLM acc +0.0100" in printed
+
+
+def test_quality_compare_needs_a_paired_seed(tmp_path):
+    from benchmarks.pretrain import compare, parse_args, result_path
+
+    args = parse_args(["--suite", "compare", "--seeds", "3", "--out", str(tmp_path)])[0]
+    result_path(args, "ours", 3).write_text(json.dumps(_curve("ours", [0.1] * 3, [0.9] * 3)))
+    with pytest.raises(SystemExit, match="no seed of \\[3\\] has both curves"):
+        compare(args)
