@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         "(default 0, PretrainConfig's); another seed is another replicate of the comparison")
     p.add_argument("--model-overrides", type=json.loads, default={},
                    help='JSON of ModelConfig fields to change for both models, e.g. \'{"hidden_dropout": 0}\'')
+    p.add_argument("--aligned-dropout", action="store_true",
+                   help="control: the unpadded path draws its hidden-dropout masks at the padded shape, so it sees "
+                        "the same dropout noise as the padded path and HF from the same seed (AlignedDropout)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="--suite compare: the seeds to summarise (default 0 1 2)")
     p.add_argument("--models", nargs="+", choices=["ours", "hf"], default=["ours", "hf"], help="which to train")
@@ -125,11 +128,53 @@ def hf_module_class():
     return HFPretrainModule
 
 
+class AlignedDropout(torch.nn.Module):
+    """Dropout for the unpadded path that draws its mask at the padded shape and keeps the real rows.
+
+    ``F.dropout`` on CPU draws a (B, T, H) Bernoulli mask on the padded path but a (nnz, H) one on the
+    unpadded path, so the two paths see different dropout noise from the same seed. Drawing the full
+    (B * T, H) mask and gathering the real tokens' rows makes the unpadded path consume the random
+    stream exactly as the padded path does: a control that separates what the paths compute from
+    which dropout masks they happened to draw. Only for that experiment; it wastes the draws at padding.
+    """
+
+    def __init__(self, p: float, layout: dict):
+        super().__init__()
+        self.p, self.layout = p, layout  # layout: {"indices", "batch", "seqlen"} of the current batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.dim() != 2:
+            return F.dropout(x, self.p, self.training)
+        n = self.layout["batch"] * self.layout["seqlen"]
+        noise = torch.empty((n, x.shape[-1]), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        noise.div_(1 - self.p)  # as ATen's CPU dropout: x * (mask / (1 - p))
+        return x * noise[self.layout["indices"]]
+
+
+def align_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap every nn.Dropout of a bertplat model for `AlignedDropout` (see there); returns the model.
+
+    The model must be called as a module (not through ``model.forward``), so its pre-hook sees the mask."""
+    layout: dict = {}
+
+    def record_layout(module, args, kwargs):  # the real tokens' rows, as padding.unpad_input finds them
+        mask = kwargs["attention_mask"] if "attention_mask" in kwargs else args[1]
+        layout.update(indices=torch.nonzero(mask.flatten()).flatten(), batch=mask.shape[0], seqlen=mask.shape[1])
+
+    model.register_forward_pre_hook(record_layout, with_kwargs=True)
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.Dropout):
+                setattr(module, name, AlignedDropout(child.p, layout))
+    return model
+
+
 def tag(args) -> str:
     """File-name suffix naming what differs from the defaults: training settings, then model overrides."""
     default = parse_args([])[0]
     changed = [f"-{k.replace('_', '')}{getattr(args, k):g}" for k in ("tokens", "lr", "warmup_ratio", "micro_batch_size")
                if getattr(args, k) != getattr(default, k)]
+    changed += ["-aligneddropout"] if args.aligned_dropout else []
     return "".join(changed) + "".join(f"-{k}{v}" for k, v in sorted(args.model_overrides.items()))
 
 
@@ -167,6 +212,8 @@ def train(impl: str, lake, examples, args) -> dict:
     pl.seed_everything(cfg.seed, verbose=False)  # the same initial weights for both
     module_class = PretrainModule if impl == "ours" else hf_module_class()
     module = module_class(model_cfg.to_dict(), cfg.model_dump(mode="json"), total)
+    if args.aligned_dropout and impl == "ours":
+        align_dropout(module.model)
     start = time.perf_counter()
     trainer.fit(module, datamodule=PretrainDataModule(source, cfg), weights_only=True)
     elapsed = time.perf_counter() - start
