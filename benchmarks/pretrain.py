@@ -172,8 +172,8 @@ def align_dropout(model: torch.nn.Module) -> torch.nn.Module:
 def tag(args) -> str:
     """File-name suffix naming what differs from the defaults: training settings, then model overrides."""
     default = parse_args([])[0]
-    changed = [f"-{k.replace('_', '')}{getattr(args, k):g}" for k in ("tokens", "lr", "warmup_ratio", "micro_batch_size")
-               if getattr(args, k) != getattr(default, k)]
+    settings = ("tokens", "lr", "warmup_ratio", "micro_batch_size")
+    changed = [f"-{k.replace('_', '')}{getattr(args, k):g}" for k in settings if getattr(args, k) != getattr(default, k)]
     changed += ["-aligneddropout"] if args.aligned_dropout else []
     return "".join(changed) + "".join(f"-{k}{v}" for k, v in sorted(args.model_overrides.items()))
 
@@ -194,14 +194,16 @@ def train(impl: str, lake, examples, args) -> dict:
     from bertplat.pretrain.report import read_history, series
     from bertplat.pretrain.stage import build_trainer, model_config_for, total_steps_for
 
-    cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=args.warmup_ratio, max_steps=None, max_tokens=int(args.tokens),
-                         micro_batch_size=args.micro_batch_size, accelerator="auto", val_every_n_steps=args.eval_every,
+    cfg = PretrainConfig(model="mini", lr=args.lr, warmup_ratio=args.warmup_ratio, max_steps=None,
+                         max_tokens=int(args.tokens), micro_batch_size=args.micro_batch_size, accelerator="auto",
+                         val_every_n_steps=args.eval_every,
                          val_examples=2048, log_every_n_steps=log_every(args.eval_every),
                          checkpoint_every_n_steps=10**9, min_val_mlm_accuracy=0.0, seed=args.seed,
                          model_overrides=args.model_overrides)
     source = ExamplesSource.open(examples, lake)
     model_cfg = model_config_for(source, cfg)
-    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-seed{args.seed}{tag(args)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = args.out / "runs" / f"{impl}-{int(args.tokens)}-seed{args.seed}{tag(args)}-{stamp}"
     cuda = torch.cuda.is_available()
     callbacks = [Throughput(model_cfg, cfg.resolved_precision(cuda), None, cfg.log_every_n_steps),
                  RunCheckpoints(run_dir / "checkpoints")]
@@ -225,23 +227,30 @@ def train(impl: str, lake, examples, args) -> dict:
     tokens = dict(zip(*series(history, "perf/tokens_seen")))
     return {"impl": impl, "steps": steps, "tokens": [tokens.get(s) for s in steps], "val_mlm_acc": acc,
             "val_mlm_loss": series(history, "val/mlm_loss")[1], "val_nsp_acc": series(history, "val/nsp_acc")[1],
-            "seconds": elapsed, "total_steps": total,
-            "run_dir": str(run_dir)}
+            "seconds": elapsed, "total_steps": total, "run_dir": str(run_dir)}
 
 
-def plot_quality(results: list[dict], path: Path, title: str) -> Path:
-    """Validation MLM accuracy (left) and loss (right) against training tokens, one line per model."""
+CURVES = {"val_mlm_acc": "validation MLM accuracy", "val_mlm_loss": "validation MLM loss"}
+COLOUR = {"ours": "tab:blue", "hf": "tab:orange"}
+LABEL = {"ours": "bertplat BertPretrainingModel", "hf": "transformers BertForPreTraining"}
+
+
+def plot_quality(runs: list[dict], path: Path, title: str, means: dict | None = None) -> Path:
+    """Validation MLM accuracy (left) and loss (right) against training tokens, a line per run. With
+    ``means`` (compare's summary) the runs are drawn thin and each model's mean over seeds thick."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    label = {"ours": "bertplat BertPretrainingModel", "hf": "transformers BertForPreTraining"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    for r in results:
-        for ax, key in zip(axes, ("val_mlm_acc", "val_mlm_loss")):
-            ax.plot(r["tokens"], r[key], marker="o", markersize=3, label=label[r["impl"]])
-    for ax, name in zip(axes, ("validation MLM accuracy", "validation MLM loss")):
+    for ax, (key, name) in zip(axes, CURVES.items()):
+        for r in runs:
+            style = dict(alpha=0.3, linewidth=0.8) if means else dict(marker="o", markersize=3, label=LABEL[r["impl"]])
+            ax.plot(r["tokens"], r[key], color=COLOUR[r["impl"]], **style)
+        for impl in ("ours", "hf") if means else ():
+            ax.plot(means["tokens"], means[key][impl]["mean"], color=COLOUR[impl], linewidth=2.2,
+                    label=f"{LABEL[impl]} (mean of {len(means['seeds'])} seeds)")
         ax.set_xlabel("training tokens (real, all devices)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -278,9 +287,10 @@ def quality(args) -> list[dict]:
     lake, examples = build_examples(args)
     for impl in args.models:
         result = train(impl, lake, examples, args)
-        result_path(args, impl).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        path = result_path(args, impl)
+        path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         print(f"{impl}: {result['total_steps']} steps in {result['seconds']:.0f}s, final validation MLM accuracy "
-              f"{result['val_mlm_acc'][-1]:.4f}, loss {result['val_mlm_loss'][-1]:.4f}; wrote {result_path(args, impl)}")
+              f"{result['val_mlm_acc'][-1]:.4f}, loss {result['val_mlm_loss'][-1]:.4f}; wrote {path}")
     results = load_results(args, args.seed)
     png = plot_quality(results, args.out / f"quality-seed{args.seed}{tag(args)}.png",
                        f"mini on {examples.ref()}, seed {args.seed}{tag(args).replace('-', ', ')}")
@@ -293,7 +303,7 @@ def quality(args) -> list[dict]:
 def escape_tokens(r: dict, threshold: float = 0.8) -> float | None:
     """Tokens seen at the first validation where NSP accuracy exceeds ``threshold``: where the run left
     the early plateau (before it, the model predicts the majority NSP label and the most frequent token)."""
-    return next((t for t, a in zip(r["tokens"], r.get("val_nsp_acc", [])) if a > threshold), None)
+    return next((t for t, a in zip(r["tokens"], r["val_nsp_acc"]) if a > threshold), None)
 
 
 def compare(args) -> dict:
@@ -314,56 +324,32 @@ def compare(args) -> dict:
             print(f"{seed:>4} {impl:>5} {'never' if esc is None else f'{esc:,.0f} tok':>16} "
                   f"{r['val_mlm_acc'][-1]:14.4f} {r['val_mlm_loss'][-1]:9.4f} {r['val_nsp_acc'][-1]:8.3f}")
     # Curves share their validation steps (same schedule and data), so they compare point by point.
-    acc = {impl: np.array([runs[s][impl]["val_mlm_acc"] for s in paired]) for impl in ("ours", "hf")}
-    loss = {impl: np.array([runs[s][impl]["val_mlm_loss"] for s in paired]) for impl in ("ours", "hf")}
-    tokens = np.array(runs[paired[0]]["ours"]["tokens"], dtype=float)
-    summary = {"seeds": paired, "tokens": tokens.tolist()}
-    for name, curves in (("val_mlm_acc", acc), ("val_mlm_loss", loss)):
-        gap = curves["ours"] - curves["hf"]  # (seeds, points)
-        summary[name] = {impl: {"mean": c.mean(0).tolist(), "std": c.std(0).tolist()} for impl, c in curves.items()}
-        summary[name]["final_gap_mean"] = float(gap[:, -1].mean())
-        summary[name]["final_gap_sem"] = float(gap[:, -1].std(ddof=1) / np.sqrt(len(paired))) if len(paired) > 1 else None
-        summary[name]["mean_abs_gap"] = float(np.abs(gap.mean(0)).mean())
-    a, l = summary["val_mlm_acc"], summary["val_mlm_loss"]
-    print(f"\nmean over {len(paired)} seeds at {tokens[-1]:,.0f} tokens: MLM acc ours {a['ours']['mean'][-1]:.4f} "
-          f"(sd {a['ours']['std'][-1]:.4f}) vs HF {a['hf']['mean'][-1]:.4f} (sd {a['hf']['std'][-1]:.4f}); "
-          f"MLM loss ours {l['ours']['mean'][-1]:.4f} vs HF {l['hf']['mean'][-1]:.4f}")
-    sem = lambda x: "" if x is None else f" +- {x:.4f} (s.e.)"  # noqa: E731
-    print(f"final gap ours - HF: MLM acc {a['final_gap_mean']:+.4f}{sem(a['final_gap_sem'])}, "
-          f"MLM loss {l['final_gap_mean']:+.4f}{sem(l['final_gap_sem'])}; mean |gap| of the mean curves over all "
-          f"validations: acc {a['mean_abs_gap']:.4f}, loss {l['mean_abs_gap']:.4f}")
-    png = plot_seeds(runs, paired, summary, args.out / f"quality-seeds{tag(args)}.png")
+    tokens = runs[paired[0]]["ours"]["tokens"]
+    summary: dict = {"seeds": paired, "tokens": tokens}
+    for key in CURVES:
+        curves = {impl: np.array([runs[s][impl][key] for s in paired]) for impl in ("ours", "hf")}  # (seeds, points)
+        gap = curves["ours"] - curves["hf"]
+        summary[key] = {impl: {"mean": c.mean(0).tolist(), "std": c.std(0).tolist()} for impl, c in curves.items()}
+        summary[key]["final_gap_mean"] = float(gap[:, -1].mean())
+        sem = gap[:, -1].std(ddof=1) / np.sqrt(len(paired)) if len(paired) > 1 else None  # standard error
+        summary[key]["final_gap_sem"] = None if sem is None else float(sem)
+        summary[key]["mean_abs_gap"] = float(np.abs(gap.mean(0)).mean())
+    acc, loss = summary["val_mlm_acc"], summary["val_mlm_loss"]
+    print(f"\nmean over {len(paired)} seeds at {tokens[-1]:,.0f} tokens: MLM acc ours {acc['ours']['mean'][-1]:.4f} "
+          f"(sd {acc['ours']['std'][-1]:.4f}) vs HF {acc['hf']['mean'][-1]:.4f} (sd {acc['hf']['std'][-1]:.4f}); "
+          f"MLM loss ours {loss['ours']['mean'][-1]:.4f} vs HF {loss['hf']['mean'][-1]:.4f}")
+    sem = {key: "" if summary[key]["final_gap_sem"] is None else f" +- {summary[key]['final_gap_sem']:.4f} (s.e.)"
+           for key in CURVES}
+    print(f"final gap ours - HF: MLM acc {acc['final_gap_mean']:+.4f}{sem['val_mlm_acc']}, "
+          f"MLM loss {loss['final_gap_mean']:+.4f}{sem['val_mlm_loss']}; mean |gap| of the mean curves over all "
+          f"validations: acc {acc['mean_abs_gap']:.4f}, loss {loss['mean_abs_gap']:.4f}")
+    png = plot_quality([runs[s][impl] for s in paired for impl in ("ours", "hf")],
+                       args.out / f"quality-seeds{tag(args)}.png",
+                       f"mini, seeds {', '.join(map(str, paired))}{tag(args).replace('-', ', ')}", means=summary)
     data = args.out / f"quality-seeds{tag(args)}.json"
     data.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {png} and {data}")
     return summary
-
-
-def plot_seeds(runs: dict, seeds: list[int], summary: dict, path: Path) -> Path:
-    """Validation MLM accuracy and loss against tokens: each seed thin, each model's mean thick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colour = {"ours": "tab:blue", "hf": "tab:orange"}
-    label = {"ours": "bertplat", "hf": "transformers BertForPreTraining"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    for ax, key in zip(axes, ("val_mlm_acc", "val_mlm_loss")):
-        for impl in ("ours", "hf"):
-            for s in seeds:
-                ax.plot(runs[s][impl]["tokens"], runs[s][impl][key], color=colour[impl], alpha=0.3, linewidth=0.8)
-            ax.plot(summary["tokens"], summary[key][impl]["mean"], color=colour[impl], linewidth=2.2,
-                    label=f"{label[impl]} (mean of {len(seeds)} seeds)")
-        ax.set_xlabel("training tokens (real, all devices)")
-        ax.set_ylabel("validation MLM " + ("accuracy" if key.endswith("acc") else "loss"))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"mini, seeds {', '.join(map(str, seeds))}")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -163,7 +163,8 @@ def examples(
     _, lake, catalog = _context()
     overrides = dict(objective=objective, max_seq_length=max_seq_length, masking=masking, mask_prob=mask_prob,
                      max_predictions_per_seq=max_predictions_per_seq, whole_word_masking=whole_word_masking,
-                     dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, validation_fraction=validation_fraction, seed=seed, workers=workers)
+                     dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, validation_fraction=validation_fraction,
+                     seed=seed, workers=workers)
     cfg = _run(ExamplesConfig.from_yaml, config, **overrides) if config else _run(ExamplesConfig.build, {}, overrides)
     corpus_handle = _run(lake.resolve, "corpus", corpus)
     vocab_handle = _run(lake.resolve, "vocab", vocab)
