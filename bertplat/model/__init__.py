@@ -8,6 +8,10 @@ the HF file layout itself.
     model = BertPretrainingModel(config)
     out = model(input_ids, attention_mask, token_type_ids, labels=labels, next_sentence_label=nsp)
     out.loss.backward()
+
+    head = HeadConfig("sequence_classification", num_labels=3)       # or token_classification, span_extraction
+    clf = import_task_hf("data/models/<name>/<fp>", head).model       # pretrained backbone, fresh head
+    clf(input_ids, attention_mask, token_type_ids, labels=labels).loss.backward()
 """
 
 from bertplat.model.bert import (
@@ -21,16 +25,36 @@ from bertplat.model.bert import (
 from bertplat.model.checkpoint import load_checkpoint, save_checkpoint
 from bertplat.model.config import ModelConfig
 from bertplat.model.convert import export_hf, import_hf
+from bertplat.model.convert_heads import TaskImport, export_task_hf, import_task_hf
+from bertplat.model.heads import (
+    HeadConfig,
+    SequenceClassificationModel,
+    SpanExtractionModel,
+    TaskModel,
+    TaskOutput,
+    TokenClassificationModel,
+    build_task_model,
+)
 from bertplat.model.padding import pad_input, unpad_input
 
 __all__ = [
     "BertBackbone",
     "BertPretrainingModel",
     "EncoderOutput",
+    "HeadConfig",
     "ModelConfig",
     "PretrainingOutput",
+    "SequenceClassificationModel",
+    "SpanExtractionModel",
+    "TaskImport",
+    "TaskModel",
+    "TaskOutput",
+    "TokenClassificationModel",
+    "build_task_model",
     "export_hf",
+    "export_task_hf",
     "import_hf",
+    "import_task_hf",
     "load_checkpoint",
     "mean_pool",
     "pad_input",

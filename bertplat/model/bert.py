@@ -44,20 +44,24 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 class EncoderOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, T, H), zeros at padding positions
-    pooled_output: torch.Tensor  # (B, H) tanh(dense([CLS]))
+    pooled_output: torch.Tensor | None  # (B, H) tanh(dense([CLS])); None for a backbone built without a pooler
 
 
 class BertBackbone(nn.Module):
-    """Embeddings, L encoder layers (one shared layer for ALBERT), pooler: HF's `BertModel` role."""
+    """Embeddings, L encoder layers (one shared layer for ALBERT), pooler: HF's `BertModel` role.
 
-    def __init__(self, config: ModelConfig):
+    ``pooler=False`` leaves the pooler out, as HF's token-classification and QA models do
+    (`add_pooling_layer=False`): a head that never reads [CLS] should not carry an untrained layer.
+    """
+
+    def __init__(self, config: ModelConfig, pooler: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
         n_unique = 1 if config.share_layers else config.num_layers
         self.layers = nn.ModuleList([EncoderLayer(config) for _ in range(n_unique)])
         self.ln_final = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_ln else None
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if pooler else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -89,6 +93,8 @@ class BertBackbone(nn.Module):
 
     def pool(self, hidden: torch.Tensor, layout: TokenLayout | None) -> torch.Tensor:
         """tanh(dense(first token)) -> (B, H); the first token of sequence b is row cu_seqlens[b] when unpadded."""
+        if self.pooler is None:
+            raise ValueError("this backbone was built with pooler=False; build it with pooler=True to pool")
         first = hidden[layout.cu_seqlens[:-1].long()] if layout is not None else hidden[:, 0]  # (B, H)
         return torch.tanh(self.pooler(first))
 
@@ -96,7 +102,7 @@ class BertBackbone(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
         """input_ids, attention_mask, token_type_ids: (B, T). Returns (B, T, H) states and (B, H) pooled."""
         hidden, layout = self.encode_tokens(input_ids, attention_mask, token_type_ids)
-        pooled = self.pool(hidden, layout)
+        pooled = self.pool(hidden, layout) if self.pooler is not None else None
         if layout is not None:
             hidden = pad_input(hidden, layout.indices, layout.batch, layout.seqlen)  # zeros at padding
         elif attention_mask is not None:

@@ -1,36 +1,43 @@
 """Hugging Face interop: our `BertPretrainingModel` <-> HF `BertForPreTraining` / `AlbertForPreTraining`.
 
-The only module that knows HF parameter and config names. It reads and writes the HF directory
-layout (config.json + model.safetensors) itself, so neither direction needs `transformers`
-installed; the parity tests check the result against `transformers` 5.x. Follows litgpt's
-`convert_hf_checkpoint.py`: an explicit table of (ours, theirs) names per architecture.
+With `convert_heads.py` (the task heads, built on the key tables here: `hf_key_map(..., task=...)`)
+the only module that knows HF parameter and config names. It reads and writes the HF directory
+layout (config.json + model.safetensors, through `hf_dir.py`) itself, so neither direction needs
+`transformers` installed; the parity tests check the result against `transformers` 5.x. Follows
+litgpt's `convert_hf_checkpoint.py`: an explicit table of (ours, theirs) names per architecture.
 
 Our fused QKV weight (3H, H) is HF's query, key and value weights stacked in that order.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from bertplat.model.bert import BertPretrainingModel, mean_pool
-from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.config import ModelConfig
+from bertplat.model.hf_dir import (  # noqa: F401  (TOKENIZER_FILES: re-exported for earlier callers)
+    TOKENIZER_FILES,
+    check_vocabulary,
+    read_hf_config,
+    read_weights,
+    write_hf_dir,
+)
 
-__all__ = ["config_from_hf", "export_hf", "from_hf_state_dict", "hf_config_dict", "hf_key_map", "import_hf",
-           "mean_pool", "to_hf_state_dict"]
+__all__ = ["HEAD_LAYOUTS", "check_vocabulary", "config_from_hf", "export_hf", "from_hf_state_dict",
+           "hf_config_dict", "hf_key_map", "import_hf", "mean_pool", "read_hf_config", "to_hf_state_dict"]
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 Pair = tuple[str, tuple[str, ...]]  # (our key, HF keys); several HF keys are concatenated on dim 0
 _QKV = ("query", "key", "value")
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # non-persistent HF buffers old files hold
+# our task (bertplat.model.heads.TASKS) -> (HF class suffix, HF head module, whether the HF class has a pooler)
+HEAD_LAYOUTS = {"sequence_classification": ("ForSequenceClassification", "classifier", True),
+                "token_classification": ("ForTokenClassification", "classifier", False),
+                "span_extraction": ("ForQuestionAnswering", "qa_outputs", False)}
 
 
 # ---- key tables ---------------------------------------------------------------------------------
@@ -62,11 +69,13 @@ def _linear(ours: str, hf: str) -> list[Pair]:
     return [(f"{ours}.{p}", (f"{hf}.{p}",)) for p in ("weight", "bias")]
 
 
-def hf_key_map(config: ModelConfig, prefix: str | None = None) -> dict[str, list[Pair]]:
+def hf_key_map(config: ModelConfig, prefix: str | None = None, task: str | None = None) -> dict[str, list[Pair]]:
     """Our keys -> HF keys, in groups: "backbone", "pooler", "mlm", "nsp".
 
     ``prefix`` is the backbone's prefix in the HF file: "bert." / "albert." for a pretraining
-    checkpoint (the default), "" for a bare `BertModel` / `AlbertModel` checkpoint.
+    checkpoint (the default), "" for a bare `BertModel` / `AlbertModel` checkpoint. With ``task``
+    (a key of HEAD_LAYOUTS) the groups are those of the task model instead: "backbone", "pooler"
+    (sequence classification only, as in HF) and "head" (our ``head`` Linear).
     """
     _check_expressible(config)
     p = f"{config.arch}." if prefix is None else prefix
@@ -97,6 +106,12 @@ def hf_key_map(config: ModelConfig, prefix: str | None = None) -> dict[str, list
                   "nsp": _linear("nsp", "sop_classifier.classifier")}
     if not config.sop_or_nsp_head:
         groups["nsp"] = []
+    if task is not None:
+        if task not in HEAD_LAYOUTS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(HEAD_LAYOUTS)}")
+        _, module, pooled = HEAD_LAYOUTS[task]
+        groups = {"backbone": groups["backbone"], **({"pooler": groups["pooler"]} if pooled else {}),
+                  "head": _linear("head", module)}
     return groups
 
 
@@ -126,10 +141,18 @@ def to_hf_state_dict(model: BertPretrainingModel, heads: bool = True) -> dict[st
     strict-clean). ``heads=False``: the bare `BertModel` / `AlbertModel` layout (no prefix, no heads).
     """
     config = model.config
-    ours = model.state_dict()
     groups = hf_key_map(config, None if heads else "")
     if not heads:
         groups = {name: groups[name] for name in ("backbone", "pooler")}
+    out = rename_to_hf(model.state_dict(), groups)
+    if heads:
+        for tied, source in _tied_hf_keys(config, f"{config.arch}.").items():
+            out[tied] = out[source]
+    return out
+
+
+def rename_to_hf(ours: dict[str, torch.Tensor], groups: dict[str, list[Pair]]) -> dict[str, torch.Tensor]:
+    """Our tensors under the HF names of ``groups`` (see `hf_key_map`)."""
     out: dict[str, torch.Tensor] = {}
     for pairs in groups.values():
         for our_key, hf_keys in pairs:
@@ -139,9 +162,6 @@ def to_hf_state_dict(model: BertPretrainingModel, heads: bool = True) -> dict[st
             else:  # split the fused QKV; clone so the parts do not share storage (safetensors refuses that)
                 for hf_key, part in zip(hf_keys, t.chunk(len(hf_keys), dim=0), strict=True):
                     out[hf_key] = part.clone()
-    if heads:
-        for tied, source in _tied_hf_keys(config, f"{config.arch}.").items():
-            out[tied] = out[source]
     return out
 
 
@@ -153,6 +173,23 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig,
     (keys with or without the "bert." / "albert." prefix). Heads or a pooler missing from the file
     keep their fresh init, and the log says so.
     """
+    sd, prefix = normalise_hf_state_dict(state_dict, config, source)
+    tied = _tied_hf_keys(config, prefix)
+    model = BertPretrainingModel(config)
+    ours, used, _ = collect_groups(sd, hf_key_map(config, prefix), model.state_dict(), config, source)
+    leftovers = unused_hf_keys(sd, used, tied, prefix, source)
+    if leftovers:
+        log.warning("%s: ignoring %d weight(s) we have no place for (task heads?), e.g. %s",
+                    source, len(leftovers), leftovers[:3])
+    # strict=False only for the tied decoder weight and the groups logged as absent.
+    result = model.load_state_dict(ours, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    return model
+
+
+def normalise_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig,
+                            source: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Legacy names fixed; returns the dict and the backbone's key prefix ("bert." / "albert." or "")."""
     sd = {_legacy_name(k): v for k, v in state_dict.items()}
     prefix = f"{config.arch}."
     if not any(k.startswith(prefix) for k in sd):
@@ -161,16 +198,23 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig,
         raise ValueError(f"{source} is not a {config.arch} checkpoint: no '{config.arch}.embeddings."
                          f"word_embeddings.weight' or 'embeddings.word_embeddings.weight' among its "
                          f"{len(sd)} keys (first few: {sorted(sd)[:5]})")
-    tied = _tied_hf_keys(config, prefix)
     head = _mlm_head(config)
     if f"{head}.bias" not in sd and f"{head}.decoder.bias" in sd:
         sd[f"{head}.bias"] = sd[f"{head}.decoder.bias"]  # files that kept only the decoder's copy
+    return sd, prefix
 
-    model = BertPretrainingModel(config)
-    expected = model.state_dict()
+
+def collect_groups(sd: dict[str, torch.Tensor], groups: dict[str, list[Pair]], expected: dict[str, torch.Tensor],
+                   config: ModelConfig, source: str) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+    """Our tensors from HF ones, group by group: ``(ours, HF keys used, groups absent from the file)``.
+
+    The backbone must be complete; any other group is all there (loaded) or all absent (left at
+    its fresh init, logged, and returned in the third item). Shapes must match ``expected``.
+    """
     ours: dict[str, torch.Tensor] = {}
     used: set[str] = set()
-    for group, pairs in hf_key_map(config, prefix).items():
+    absent: list[str] = []
+    for group, pairs in groups.items():
         needed = [k for _, hf_keys in pairs for k in hf_keys]
         missing = [k for k in needed if k not in sd]
         if missing and (group == "backbone" or len(missing) < len(needed)):
@@ -178,6 +222,7 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig,
                              f"({config.arch}, {config.num_layers} layers) needs, e.g. {missing[:3]}")
         if missing:
             log.info("%s has no %s weights; they keep their random init", source, group)
+            absent.append(group)
             continue
         for our_key, hf_keys in pairs:
             t = torch.cat([sd[k] for k in hf_keys], dim=0) if len(hf_keys) > 1 else sd[hf_keys[0]]
@@ -186,11 +231,7 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig,
                                  f"needs {tuple(expected[our_key].shape)}; config.json and the weights disagree")
             ours[our_key] = t
             used.update(hf_keys)
-    _check_leftovers(sd, used, tied, prefix, source)
-    # strict=False only for the tied decoder weight and the groups logged above as absent.
-    result = model.load_state_dict(ours, strict=False)
-    assert not result.unexpected_keys, result.unexpected_keys
-    return model
+    return ours, used, absent
 
 
 def _legacy_name(key: str) -> str:
@@ -202,7 +243,8 @@ def _legacy_name(key: str) -> str:
     return key
 
 
-def _check_leftovers(sd, used: set[str], tied: dict[str, str], prefix: str, source: str) -> None:
+def unused_hf_keys(sd, used: set[str], tied: dict[str, str], prefix: str, source: str) -> list[str]:
+    """HF keys nothing was loaded from (heads we have no place for), sorted; encoder leftovers are an error."""
     word = f"{prefix}embeddings.word_embeddings.weight"
     for tied_key in tied:
         if tied_key in sd and tied_key.endswith("decoder.weight") and not torch.equal(sd[tied_key], sd[word]):
@@ -212,9 +254,7 @@ def _check_leftovers(sd, used: set[str], tied: dict[str, str], prefix: str, sour
     if encoder:
         raise ValueError(f"{source} has encoder weights the config does not use, e.g. {encoder[:3]}; "
                          "config.json (num_hidden_layers, num_hidden_groups) and the weights disagree")
-    if leftovers:
-        log.warning("%s: ignoring %d weight(s) we have no place for (task heads?), e.g. %s",
-                    source, len(leftovers), leftovers[:3])
+    return leftovers
 
 
 # ---- configs ------------------------------------------------------------------------------------
@@ -254,7 +294,8 @@ def config_from_hf(hf: dict, source: str = "config", **overrides) -> ModelConfig
     """Our config from an HF config.json mapping; ``overrides`` set our own fields (unpad, dropout...)."""
     arch = hf.get("model_type")
     if arch not in ("bert", "albert"):
-        raise ValueError(f"{source}: model_type is {arch!r}; only 'bert' and 'albert' can be imported")
+        raise ValueError(f"{source}: model_type is {arch!r}; only 'bert' and 'albert' can be imported. "
+                         "bertplat runs BERT-family encoders only: pick a BERT or ALBERT checkpoint")
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                            "intermediate_size") if k not in hf]
     if missing:
@@ -304,51 +345,21 @@ def export_hf(model: BertPretrainingModel, out_dir: str | Path, tokenizer_dir: s
     if heads:
         for tied in _tied_hf_keys(config, f"{config.arch}."):
             del sd[tied]
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-    tokenizer_files: list[Path] = []
-    if tokenizer_dir is not None:
-        tokenizer_files = [Path(tokenizer_dir) / n for n in TOKENIZER_FILES if (Path(tokenizer_dir) / n).is_file()]
-        if not any(f.name in ("vocab.txt", "tokenizer.json") for f in tokenizer_files):
-            raise ValueError(f"tokenizer_dir {tokenizer_dir} has neither vocab.txt nor tokenizer.json")
-
-    def write(tmp: Path) -> None:
-        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})  # HF requires the format tag
-        for f in tokenizer_files:
-            shutil.copyfile(f, tmp / f.name)
-
-    return write_dir_atomically(Path(out_dir), write, overwrite)
+    return write_hf_dir(out_dir, hf_config, sd, tokenizer_dir, overwrite)
 
 
 def import_hf(model_dir: str | Path, **overrides) -> tuple[BertPretrainingModel, ModelConfig]:
-    """Load an HF BERT / ALBERT directory (config.json + safetensors or pytorch_model.bin), in eval mode."""
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{config_path} does not exist; is {model_dir} a Hugging Face model directory?") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path} is not valid JSON: {exc}") from None
+    """Load an HF BERT / ALBERT directory (config.json + safetensors or pytorch_model.bin), in eval mode.
+
+    Refused: a directory that is not a BERT-family model, and one whose tokenizer (vocab.txt /
+    tokenizer.json) does not have exactly as many entries as the word embedding has rows.
+    """
+    model_dir, hf, config_path = read_hf_config(model_dir)
+    if "model_type" not in hf and "arch" in hf:
+        raise ValueError(f"{config_path} is bertplat's own checkpoint layout, not Hugging Face's; load it with "
+                         "bertplat.model.load_checkpoint")
     config = config_from_hf(hf, source=str(config_path), **overrides)
-    state_dict, weights_path = _read_weights(model_dir)
+    check_vocabulary(model_dir, config.vocab_size)
+    state_dict, weights_path = read_weights(model_dir)
     model = from_hf_state_dict(state_dict, config, source=str(weights_path))
     return model.eval(), config
-
-
-def _read_weights(model_dir: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    single, index, pickle = (model_dir / n for n in
-                             ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-    try:
-        if single.is_file():
-            return load_file(str(single)), single
-        if index.is_file():  # sharded: {"weight_map": {key: shard file}}
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            return {k: v for s in shards for k, v in load_file(str(model_dir / s)).items()}, index
-        if pickle.is_file():
-            return torch.load(pickle, map_location="cpu", weights_only=True), pickle
-    except Exception as exc:  # corrupt or truncated files: say which one
-        raise ValueError(f"cannot read weights in {model_dir}: {type(exc).__name__}: {exc}") from None
-    present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
-    raise ValueError(f"{model_dir} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin "
-                     f"(found: {present})")
