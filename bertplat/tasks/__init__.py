@@ -15,6 +15,9 @@ _EXPORTS = {
     "TasksResult": "bertplat.tasks.stage",
     "run_tasks": "bertplat.tasks.stage",
     "TaskDataError": "bertplat.tasks.readers",
+    "TaskInfo": "bertplat.tasks.dataset",
+    "task_info": "bertplat.tasks.dataset",
+    "read_split": "bertplat.tasks.dataset",
 }
 
 __all__ = sorted(_EXPORTS)
