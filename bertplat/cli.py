@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,11 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _run(fn, *args, **kwargs):
-    """Run a stage; expected failures (bad input, bad config, failed gate) print a clear message
-    instead of a traceback. ``--debug`` shows the traceback."""
+    """Run a stage; expected failures (bad input, bad config, failed gate, a full disk) print a clear
+    message instead of a traceback. ``--debug`` shows the traceback."""
     from bertplat.catalog import CatalogLocked
     from bertplat.config import ConfigError
-    from bertplat.lake import DatasetNotFound
+    from bertplat.lake import DatasetNotFound, out_of_space
     from bertplat.validation import GateError
 
     try:
@@ -53,11 +54,40 @@ def _run(fn, *args, **kwargs):
         if DEBUG["on"]:
             raise
         _fail(str(exc), code=2 if isinstance(exc, ConfigError) else 1)
+    except Exception as exc:
+        full, path = out_of_space(exc)
+        if not full or DEBUG["on"]:
+            raise
+        # Drop the failed stage's frames now: an open writer in them keeps its deleted file's space.
+        traceback.clear_frames(exc.__traceback__)
+    if path is None:
+        from bertplat.settings import Settings
+
+        path = Settings().data_dir
+    _fail(f"no space left on the device holding {path}: nothing was committed to the lake or the catalog. "
+          "Free some space (or set BERTPLAT_DATA_DIR to a larger disk) and run again; --debug shows the traceback")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bertplat import __version__
+
+        typer.echo(f"bertplat {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+                 version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
     DEBUG["on"] = debug
+
+
+def _report_deferred(catalog, result) -> None:
+    """Say so when the catalog was busy and the new version is not indexed yet."""
+    if catalog.is_pending(result.dataset):
+        typer.echo(f"  catalog: {catalog.path} was busy (another process has it open), so indexing "
+                   f"{result.dataset.ref()} is deferred to the next write; `bertplat catalog rebuild` does it now")
 
 
 def _progress():
@@ -102,6 +132,7 @@ def ingest(
     cfg = _run(IngestConfig.from_yaml, config, **overrides) if config else _run(IngestConfig.build, {}, overrides)
     result = _run(run_ingest, paths, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())
+    _report_deferred(catalog, result)
     if result.counts.get("rejects"):
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.get("reject_reasons", {}).items()))
         typer.echo(f"  rejects by reason: {reasons}")
@@ -131,6 +162,7 @@ def vocab(
     corpus_handle = _run(lake.resolve, "corpus", corpus)
     result = _run(run_vocab, corpus_handle, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())
+    _report_deferred(catalog, result)
 
 
 # -- examples ----------------------------------------------------------------------------------
@@ -170,6 +202,7 @@ def examples(
     vocab_handle = _run(lake.resolve, "vocab", vocab)
     result = _run(run_examples, corpus_handle, vocab_handle, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())
+    _report_deferred(catalog, result)
 
 
 # -- pretrain ----------------------------------------------------------------------------------
@@ -236,15 +269,31 @@ def sql(
     max_rows: int = typer.Option(40, help="Rows to print (the query itself is not limited)."),
     output: str = typer.Option("table", "--output", "-o", help="table, csv or json."),
 ) -> None:
-    """Run a SQL query against the DuckDB catalog and print the result."""
+    """Run one read-only SELECT over the catalog's views and tables and print the result.
+
+    The query reads the lake's datasets and the catalog and nothing else, and writes nothing: COPY,
+    CREATE, ATTACH, SET, a second statement or a path outside the lake are refused.
+    """
     import duckdb
 
-    _, _, catalog = _context()
+    from bertplat.catalog import QueryRefused, refusal_reason
+
+    _, lake, catalog = _context()
     try:
         columns, rows = catalog.fetch(query, list(param or []))
+    except QueryRefused as exc:
+        _fail(f"query refused: {exc}")
     except duckdb.Error as exc:
-        _fail(f"query failed: {exc}")
+        reason = refusal_reason(exc, lake)
+        _fail(f"query refused: {reason}" if reason else f"query failed: {exc}")
     print_table(columns, rows, max_rows, output)
+    _note_pending(catalog)
+
+
+def _note_pending(catalog) -> None:
+    if pending := catalog.pending():
+        typer.echo(f"note: {len(pending)} dataset versions are in the lake but not indexed yet (the catalog was "
+                   "busy when they were written); `bertplat catalog rebuild` indexes them", err=True)
 
 
 def print_table(columns: list[str], rows: list[tuple], max_rows: int = 40, output: str = "table") -> None:
@@ -283,6 +332,7 @@ def datasets(kind: str | None = typer.Option(None, help="Only this kind: corpus,
     rows = _run(catalog.versions, kind)
     print_table(["kind", "name", "fingerprint", "created_at", "counts", "path"],
                 [tuple(r.values()) for r in rows], max_rows=1000)
+    _note_pending(catalog)
 
 
 @catalog_app.command("rebuild")
@@ -293,12 +343,39 @@ def catalog_rebuild() -> None:
     typer.echo(f"catalog {settings.catalog_file}: {n} dataset versions indexed")
 
 
+@catalog_app.command("check")
+def catalog_check() -> None:
+    """Compare the catalog with the lake: every version indexed, every view present; exit 1 if not."""
+    settings, lake, catalog = _context()
+    problems = _run(catalog.check)
+    if not problems:
+        typer.echo(f"catalog {settings.catalog_file} matches the lake {lake.root}")
+        return
+    for line in problems:
+        typer.echo(f"  {line}", err=True)
+    _fail(f"the catalog {settings.catalog_file} disagrees with the lake {lake.root} ({len(problems)} problems); "
+          "run `bertplat catalog rebuild` to re-index the lake")
+
+
 @catalog_app.command("lineage")
 def catalog_lineage(kind: str = typer.Argument(..., help="Dataset kind."),
                     name: str = typer.Argument(..., help="Dataset name.")) -> None:
     """Show the newest version of a dataset and everything it was made from."""
     _, _, catalog = _context()
     print_table(["kind", "name", "fingerprint"], _run(catalog.lineage, kind, name))
+
+
+def _full_short_help(typer_app: typer.Typer) -> None:
+    """Show each command's whole first docstring line in ``--help`` (click cuts it at 45 characters)."""
+    for info in typer_app.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            info.short_help = info.callback.__doc__.strip().splitlines()[0]
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _full_short_help(group.typer_instance)
+
+
+_full_short_help(app)
 
 
 def main() -> None:

@@ -7,12 +7,14 @@ Layout (see ARCHITECTURE.md)::
 A version directory is complete exactly when its ``_manifest.json`` exists, and it only ever
 appears under its final name by a rename of a finished temporary directory. A run killed at any
 point therefore leaves nothing that looks complete; its temporary directory is swept by the next
-write of the same dataset.
+write of any dataset (or by ``bertplat catalog rebuild``), and a dataset directory left without any
+complete version is removed with it, so a failed run leaves nothing visible.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -23,17 +25,20 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from bertplat import __version__
 from bertplat.settings import is_local_uri, local_path
 
-KINDS = ("corpus", "vocab", "examples", "tasks", "embeddings")
+if TYPE_CHECKING:
+    from bertplat.catalog import Catalog
+
+KINDS = ("corpus", "vocab", "examples", "tasks", "predictions", "embeddings")
 MANIFEST = "_manifest.json"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_FP_RE = re.compile(r"^[0-9a-f]{16}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_FP_RE = re.compile(r"[0-9a-f]{16}")
 
 
 class DatasetNotFound(LookupError):
@@ -42,7 +47,8 @@ class DatasetNotFound(LookupError):
 
 def check_name(name: str) -> str:
     """A dataset name: letters, digits, '_' and '-', starting with a letter or digit, at most 64."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    # fullmatch: with match, "$" also accepts a trailing newline ("nl\n").
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid dataset name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a "
             "letter or digit (it becomes a directory and part of a DuckDB view name)"
@@ -119,7 +125,7 @@ class Lake:
     def version_dir(self, kind: str, name: str, fp: str) -> Path:
         check_kind(kind)
         check_name(name)
-        if not _FP_RE.match(fp):
+        if not isinstance(fp, str) or not _FP_RE.fullmatch(fp):
             raise ValueError(f"invalid fingerprint {fp!r}")
         path = (self.root / kind / name / fp).resolve()
         # Names are validated above, so this cannot fail; it is the last line of defence anyway.
@@ -141,7 +147,7 @@ class Lake:
         found = []
         if base.is_dir():
             for entry in base.iterdir():
-                if _FP_RE.match(entry.name) and (entry / MANIFEST).is_file():
+                if _FP_RE.fullmatch(entry.name) and (entry / MANIFEST).is_file():
                     created = read_manifest_path(entry).get("created_at", "")
                     found.append((created, self.handle(kind, name, entry.name)))
         return [h for _, h in sorted(found, key=lambda pair: pair[0])]
@@ -166,8 +172,22 @@ class Lake:
         return handle
 
     def names(self, kind: str) -> list[str]:
+        """Datasets of this kind that have at least one complete version."""
         base = self.root / check_kind(kind)
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME_RE.fullmatch(p.name)
+                      and any(_FP_RE.fullmatch(v.name) and (v / MANIFEST).is_file() for v in p.iterdir()))
+
+    def sweep(self) -> None:
+        """Remove temporary version directories of dead runs on this host anywhere in the lake, and
+        dataset directories that are left empty."""
+        for kind in KINDS:
+            base = self.root / kind
+            for entry in base.iterdir() if base.is_dir() else []:
+                if entry.is_dir():
+                    sweep_stale_temporaries(entry)
+                    _remove_if_empty(entry)
 
     def all_versions(self) -> Iterator[DatasetHandle]:
         for kind in KINDS:
@@ -180,16 +200,17 @@ class Lake:
         """A temporary directory to fill; ``commit()`` renames it into place, anything else
         (an exception, a failed gate) removes it."""
         final = self.version_dir(kind, name, fp)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale_temporaries(final.parent)
+        self.sweep()
         tmp = final.parent / f".tmp-{fp}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        tmp.mkdir()
+        tmp.mkdir(parents=True)  # parents: a concurrent sweep may have removed an empty dataset directory
         writer = VersionWriter(self.handle(kind, name, fp), tmp, final)
         try:
             yield writer
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            if not writer.committed:
+                _remove_if_empty(final.parent)  # a failed first version leaves no dataset behind
 
 
 class VersionWriter:
@@ -200,13 +221,19 @@ class VersionWriter:
         self.tmp = tmp
         self.final = final
         self.committed = False
+        self.catalog_status: str | None = None  # "indexed" or "deferred" once committed with a catalog
 
     def path(self, relative: str) -> Path:
         target = self.tmp / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def commit(self, manifest: dict[str, Any]) -> DatasetHandle:
+    def commit(self, manifest: dict[str, Any], catalog: Catalog | None = None) -> DatasetHandle:
+        """Write the manifest, rename into place and, given a catalog, register the version there.
+
+        Commit and registration are one unit: when registration fails (a full disk, say), the rename
+        is undone, so the lake and the catalog are both as they were. A busy catalog is no failure:
+        registration is deferred (``catalog_status == "deferred"``)."""
         body = {
             "schema_version": manifest.pop("schema_version", 1),
             "kind": self.handle.kind,
@@ -218,12 +245,21 @@ class VersionWriter:
         }
         _fsync_tree(self.tmp)
         write_json_atomic(self.tmp / MANIFEST, body)
+        ours = True
         try:
             os.rename(self.tmp, self.final)
         except OSError:
             # Another run committed the same fingerprint first: same inputs, same config, same
             # content. Keep theirs.
             if not (self.final / MANIFEST).is_file():
+                raise
+            ours = False
+        if catalog is not None:
+            try:
+                self.catalog_status = catalog.register(self.handle)
+            except BaseException:
+                if ours:
+                    os.rename(self.final, self.tmp)  # un-commit; the writer removes tmp
                 raise
         self.committed = True
         return self.handle
@@ -269,6 +305,37 @@ def sweep_stale_temporaries(parent: Path) -> None:
         entry_host, pid = "-".join(parts[2:-2]), parts[-2]
         if entry_host == host and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (or already gone): keep it
+
+
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_OUT_OF_SPACE_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "errno 28")
+_QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
+
+
+def out_of_space(exc: BaseException) -> tuple[bool, str | None]:
+    """Whether ``exc`` (or an exception it was raised from) is a full disk or an exhausted quota, and
+    the path it names if any. Looks at errno and, for libraries that only say it in words (pyarrow,
+    DuckDB, tokenizers), at the message."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if (isinstance(current, OSError) and current.errno in OUT_OF_SPACE) or \
+                any(t in text.lower() for t in _OUT_OF_SPACE_TEXT):
+            path = getattr(current, "filename", None)
+            if path is None and (match := _QUOTED_PATH.search(text)):
+                path = match.group(1)
+            return True, None if path is None else str(path)
+        current = current.__cause__ or current.__context__
+    return False, None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -88,6 +88,11 @@ class GateError(RuntimeError):
             lines.append(f"  ... and {len(report.failures) - 20} more")
         if report_path:
             lines.append(f"full report: {report_path}")
+            # A stage that has rejects keeps them beside the report (the rejects_<name> view only
+            # exists for committed versions, and this one was not committed).
+            rejects = Path(report_path).with_name(Path(report_path).stem + "-rejects.parquet")
+            if rejects.is_file():
+                lines.append(f"rejected records, with the reason for each: {rejects}")
         lines.append("nothing was written to the lake; fix the input or the config and run again")
         super().__init__("\n".join(lines))
 

@@ -122,3 +122,48 @@ def test_vocab_then_examples_with_their_options(env, demo_corpus_file):
     examples = json.loads(next((lake / "examples" / "ex").glob("*/_manifest.json")).read_text())["config"]
     assert examples["whole_word_masking"] and examples["dupe_factor"] == 2
     assert json.loads(next((lake / "vocab" / "v").glob("*/_manifest.json")).read_text())["config"]["lowercase"] is False
+
+
+# -- regressions (issue numbers from the bug list) ----------------------------------------------------
+def test_version_option_prints_the_version():
+    """Issue 9: there was no `bertplat --version`."""
+    from bertplat import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"bertplat {__version__}"
+
+
+def test_help_shows_each_commands_whole_summary():
+    """Issue 9: the command list cut summaries off mid-word ("a validated, deduplicated Parquet...")."""
+    root = typer.main.get_command(app)
+    for path, cmd in all_commands(root):
+        parent = runner.invoke(app, [*path[:-1], "--help"], terminal_width=100)
+        first_line = cmd.help.strip().splitlines()[0]
+        assert " ".join(first_line.split()) in " ".join(parent.output.split()), (path, parent.output)
+        assert "..." not in parent.output.split("Commands:")[1]
+
+
+def test_name_with_a_trailing_newline_is_refused_by_the_cli(env):
+    """Issue 18: `--name $'nl\\n'` created lake/corpus/nl\\n and a view with a newline in its name."""
+    src = env / "d.jsonl"
+    src.write_text('{"text": "One sentence here."}\n')
+    result = runner.invoke(app, ["ingest", str(src), "--name", "nl\n", "--workers", "1"])
+    assert result.exit_code == 1 and "invalid dataset name" in result.output, result.output
+    assert not (env / "data" / "lake" / "corpus").exists() or list((env / "data" / "lake" / "corpus").iterdir()) == []
+
+
+def test_failed_gate_leaves_nothing_visible_and_names_the_rejects_file(env):
+    """Issues 20 and 21: after a failed gate `vocab --corpus rand` said "known corpus datasets: rand", and
+    the message pointed at a rejects table that does not exist (the rejects are kept beside the report)."""
+    src = env / "empty.jsonl"
+    src.write_text("".join('{"text": ""}\n' for _ in range(10)))
+    failed = runner.invoke(app, ["ingest", str(src), "--name", "rand", "--workers", "1"])
+    assert failed.exit_code == 1 and "gate for corpus/rand" in failed.output, failed.output
+    rejects = [line.split(": ", 1)[1] for line in failed.output.splitlines() if line.startswith("rejected records")]
+    assert len(rejects) == 1 and rejects[0].endswith("-rejects.parquet"), failed.output
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(rejects[0]).num_rows == 10
+    assert not (env / "data" / "lake" / "corpus" / "rand").exists()
+    vocab = runner.invoke(app, ["vocab", "--corpus", "rand", "--name", "v"])
+    assert vocab.exit_code == 1 and "known corpus datasets: none" in vocab.output, vocab.output

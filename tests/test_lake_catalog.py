@@ -58,7 +58,7 @@ def test_a_failed_write_leaves_nothing(lake):
             pq.write_table(pa.table({"x": [1]}), w.path("part-00000.parquet"))
             raise RuntimeError("boom")
     assert lake.find("corpus", "c", "0" * 16) is None
-    assert list((lake.root / "corpus" / "c").iterdir()) == []
+    assert not (lake.root / "corpus" / "c").exists(), "a failed first version leaves no dataset directory"
 
 
 def test_commit_is_atomic_and_the_first_commit_wins(lake):
@@ -123,3 +123,43 @@ def test_manifest_records_what_was_committed(lake):
     handle = make_version(lake, "corpus", "c", "e" * 16, [1])
     manifest = json.loads((handle.path / "_manifest.json").read_text())
     assert manifest["kind"] == "corpus" and manifest["fingerprint"] == "e" * 16 and manifest["created_at"]
+
+
+# -- regressions (issue numbers from the bug list) ----------------------------------------------------
+@pytest.mark.parametrize("bad", ["nl\n", "nl\r\n", "ok\nDROP", "\nlead"])
+def test_name_with_a_trailing_newline_is_refused(bad):
+    """Issue 18: the pattern's `$` matched before a final newline, so `nl\\n` was accepted."""
+    with pytest.raises(ValueError, match="invalid dataset name"):
+        check_name(bad)
+
+
+def test_failed_first_version_leaves_no_dataset_behind(lake):
+    """Issue 20: a failed write left lake/corpus/<name>/ and the name was listed as a known dataset."""
+    with pytest.raises(RuntimeError):
+        with lake.writer("corpus", "rand", "0" * 16) as w:
+            pq.write_table(pa.table({"x": [1]}), w.path("part-00000.parquet"))
+            raise RuntimeError("gate failed")
+    assert lake.names("corpus") == [] and list(lake.all_versions()) == []
+    with pytest.raises(LookupError, match="known corpus datasets: none"):
+        lake.latest("corpus", "rand")
+
+
+def test_a_directory_without_complete_versions_is_no_dataset(lake):
+    """Issue 20: only names with a committed version are datasets (a run in progress, or debris, is not)."""
+    (lake.root / "corpus" / "wip" / f".tmp-{'1' * 16}-host-1-abc").mkdir(parents=True)
+    make_version(lake, "corpus", "real", "2" * 16, [1])
+    assert lake.names("corpus") == ["real"]
+
+
+def test_stale_temporary_is_swept_by_a_write_of_any_dataset(lake, catalog):
+    """Issue 21: a dead run's temporary directory was only swept when the same name was written again."""
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = lake.root / "corpus" / "crashed" / f".tmp-{'4' * 16}-{socket.gethostname()}-{dead.stdout.strip()}-abc123"
+    stale.mkdir(parents=True)
+    make_version(lake, "vocab", "other", "5" * 16, [1])
+    assert not stale.exists() and not stale.parent.exists()
+    stale.mkdir(parents=True)
+    catalog.rebuild()                                  # the repair command sweeps too
+    assert not stale.parent.exists()
