@@ -21,8 +21,9 @@ class IngestConfig(StageConfig):
     format: Format = Field(
         default="auto",
         description="Input format. 'auto' decides per file from its extension and first bytes: "
-        ".jsonl/.ndjson, .json, .csv, .tsv, .parquet; '<doc ' starts WikiExtractor output; a "
-        "Project Gutenberg licence header makes a Gutenberg book; anything else is plain text.",
+        ".jsonl/.ndjson, .json, .csv, .tsv, .parquet; .txt/.text is plain text (or a Gutenberg book); "
+        "otherwise '<doc ' starts WikiExtractor output, '{' JSON Lines, a Project Gutenberg licence "
+        "header makes a Gutenberg book, and anything else is plain text.",
     )
     text_mode: Literal["file", "paragraphs", "lines"] = Field(
         default="file",
@@ -42,7 +43,11 @@ class IngestConfig(StageConfig):
         description="CSV/TSV quoting: 'minimal' honours double quotes, 'none' treats them as text. "
         "'auto' is 'minimal' for CSV and 'none' for TSV (GLUE-style TSVs contain bare quotes).",
     )
-    encoding: str = Field(default="utf-8", description="Text encoding of the inputs (a UTF-8 BOM is always accepted).")
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the inputs. A byte-order mark (UTF-8, UTF-16 LE/BE, UTF-32 LE/BE) at "
+        "the start of a file decides that file's encoding instead; UTF-16 and UTF-32 are read as text.",
+    )
     include: tuple[str, ...] = Field(
         default=("*",), description="Glob patterns a file in a directory must match (on its name) to be read.",
     )
@@ -83,7 +88,11 @@ class IngestConfig(StageConfig):
         description="Fail the run when rejected records / (accepted + rejected) exceeds this. Duplicates "
         "are reported in the rejects table but do not count as rejects.",
     )
-    dedup: bool = Field(default=True, description="Drop exact duplicate documents (same normalised text), keeping the first in input order.")
+    dedup: bool = Field(
+        default=True,
+        description="Drop exact duplicate documents (same normalised text), keeping the first in input order. "
+        "Off: every copy is kept, and each copy after the first gets its own doc_id.",
+    )
     batch_bytes: int = Field(
         default=8 * MiB, ge=64 * 1024,
         description="Text per processing batch; each batch becomes one Parquet row group (sized for streaming).",

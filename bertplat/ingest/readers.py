@@ -57,10 +57,11 @@ class Reject:
 
 
 REJECT_REASONS = {
-    "unreadable": "the file could not be read (permissions or I/O error)",
+    "unreadable": "the file could not be read (permissions, I/O error, a broken symbolic link)",
+    "symlink_loop": "a symbolic link that leads back to itself or to a directory above it",
     "empty_file": "the file is empty",
-    "binary_file": "the file holds NUL bytes: not text",
-    "corrupt_compression": "the compressed stream is damaged",
+    "binary_file": "the file holds NUL bytes in its encoding: not text",
+    "corrupt_compression": "the compressed stream is damaged (what came before the damage is read)",
     "undecodable": "bytes that are not valid in the configured encoding",
     "record_too_large": "a line or record over max_record_bytes",
     "file_too_large": "a .json file over max_json_bytes",
@@ -591,7 +592,8 @@ def strip_gutenberg(text: str) -> tuple[str, str | None, int] | None:
 def read_gutenberg(stream: BinaryIO, cfg: IngestConfig, name: str) -> Iterator[Record | Reject]:
     data = stream.read(cfg.max_record_bytes + 1)
     if len(data) > cfg.max_record_bytes:
-        raise FileRejected("record_too_large", f"book over {cfg.max_record_bytes} bytes; raise --max-record-bytes")
+        raise FileRejected("record_too_large", f"book over {cfg.max_record_bytes} bytes; raise max_record_bytes "
+                           "in an ingest config file (--config)")
     try:
         text = _decode(data, cfg.encoding)
     except UnicodeDecodeError as exc:

@@ -7,10 +7,11 @@ import pyarrow
 SCHEMA_VERSION = 1
 # Bumped whenever the same inputs and config would give different documents (a reader or text rule
 # changed), so old versions are not reused for new code. Part of the fingerprint.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2   # 2: BOMs and UTF-16/32, damaged streams kept up to the damage, ids of kept copies
 
 CORPUS_SCHEMA = pyarrow.schema([
     pyarrow.field("doc_id", pyarrow.string(), nullable=False),   # blake2b-128 of the normalised text, hex
+    # (with dedup off, a later copy of a text gets stage.copy_id(id, n) instead, n = 2, 3, ...)
     pyarrow.field("text", pyarrow.string(), nullable=False),     # normalised text, paragraphs kept
     pyarrow.field("sentences", pyarrow.list_(pyarrow.string()), nullable=False),
     pyarrow.field("n_chars", pyarrow.int32(), nullable=False),

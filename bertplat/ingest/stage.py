@@ -2,12 +2,14 @@
 
 Steps: resolve and hash the inputs -> fingerprint (same inputs + config = nothing to do) ->
 read, clean and segment in parallel tasks, each writing its own shards into the version's
-temporary directory -> drop exact duplicates, keeping the first in input order -> gate ->
+temporary directory -> drop exact duplicates, keeping the first in input order (without dedup:
+give each later copy its own id) -> gate ->
 statistics -> manifest -> atomic rename -> catalog.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import threading
 import time
@@ -78,11 +80,12 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
                              total_bytes=sum(f.size for f in files))
         parts = [p for r in results for p in r.parts]
         duplicates = _drop_duplicates(out, parts) if config.dedup else 0
+        copies_kept = 0 if config.dedup else _rename_duplicates(out, parts)
         parts = [p for p in parts if (out / p).exists()]
         counts = _counts(results, duplicates, files)
         report = validate_corpus(out, parts, counts, config, dataset=f"{KIND}/{name}@{fp}", progress=progress,
                                  checked=[c for r in results for c in r.schema_failures])
-        stats = _stats(results, counts)
+        stats = {**_stats(results, counts), "duplicate_copies_kept": copies_kept}
         if not report.passed:
             path = report.write(lake.data_dir / "reports")
             _keep_rejects_for_debugging(out, path)
@@ -162,42 +165,54 @@ def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progre
     return results
 
 
+def _connect_for_dedup(out: Path) -> duckdb.DuckDBPyConnection:
+    """DuckDB with a memory limit, spilling to disk inside the version's temporary directory."""
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '512MB'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET temp_directory = ?", [(out / ".duckdb_tmp").as_posix()])   # paths are bound, never pasted
+    return con
+
+
+def _find_copies(con: duckdb.DuckDBPyConnection, out: Path, parts: list[str]) -> int:
+    """The temp table ``dups``: every document whose doc_id an earlier one in input order (shard
+    names sort in task order) already has, with k = its copy number (2 for the first copy) and the
+    first occurrence's file and record. Returns its row count."""
+    con.execute("""
+        CREATE TEMP TABLE dups AS
+        SELECT * FROM (
+            SELECT parse_filename(filename) AS part, file_row_number AS row, doc_id, source, source_file,
+                   source_record, source_line,
+                   row_number() OVER w AS k,
+                   first_value(source_file) OVER w AS first_file,
+                   first_value(source_record) OVER w AS first_record
+            FROM read_parquet(?, filename = true, file_row_number = true)
+            WINDOW w AS (PARTITION BY doc_id ORDER BY filename, file_row_number)
+        ) WHERE k > 1
+    """, [[str(out / p) for p in parts]])
+    return con.execute("SELECT count(*) FROM dups").fetchall()[0][0]
+
+
 def _drop_duplicates(out: Path, parts: list[str]) -> int:
     """Remove exact duplicates (same doc_id) across all shards, keeping the first occurrence in
-    input order (shard names sort in task order). DuckDB does the grouping with a memory limit and
-    spills to disk, so this stays bounded whatever the corpus size. Returns the number dropped and
-    appends them to the rejects table with the document they duplicate."""
+    input order. DuckDB does the grouping with a memory limit and spills to disk, so this stays
+    bounded whatever the corpus size. Returns the number dropped and appends them to the rejects
+    table with the document they duplicate."""
     if not parts:
         return 0
-    con = duckdb.connect()
+    con = _connect_for_dedup(out)
     try:
-        con.execute("SET memory_limit = '512MB'")
-        con.execute("SET preserve_insertion_order = false")
-        con.execute(f"SET temp_directory = '{(out / '.duckdb_tmp').as_posix()}'")
-        files = [str(out / p) for p in parts]
-        con.execute("""
-            CREATE TEMP TABLE dups AS
-            SELECT * FROM (
-                SELECT parse_filename(filename) AS part, file_row_number AS row, source, source_file,
-                       source_record, source_line,
-                       row_number() OVER w AS k,
-                       first_value(source_file) OVER w AS first_file,
-                       first_value(source_record) OVER w AS first_record
-                FROM read_parquet(?, filename = true, file_row_number = true)
-                WINDOW w AS (PARTITION BY doc_id ORDER BY filename, file_row_number)
-            ) WHERE k > 1
-        """, [files])
-        total = con.execute("SELECT count(*) FROM dups").fetchall()[0][0]
+        total = _find_copies(con, out, parts)
         if total == 0:
             return 0
         dup_rejects = out / "rejects" / "duplicates.parquet"
-        con.execute(f"""
+        con.execute("""
             COPY (SELECT source, source_file, source_record AS record, source_line AS line,
                          'duplicate' AS reason,
                          'duplicate of ' || first_file || ' record ' || first_record AS detail
                   FROM dups ORDER BY part, row)
-            TO '{dup_rejects.as_posix()}' (FORMAT parquet, COMPRESSION zstd)
-        """)
+            TO ? (FORMAT parquet, COMPRESSION zstd)
+        """, [dup_rejects.as_posix()])
         by_part = con.execute("SELECT part, list(row ORDER BY row) FROM dups GROUP BY part").fetchall()
     finally:
         con.close()
@@ -205,6 +220,47 @@ def _drop_duplicates(out: Path, parts: list[str]) -> int:
     for part, rows in by_part:
         _rewrite_without(out / part, np.asarray(rows, dtype=np.int64))
     return int(total)
+
+
+def copy_id(doc_id: str, k: int) -> str:
+    """The id of the k-th copy (k >= 2, in input order) of a document kept without dedup: blake2b-128
+    of '<doc_id>#<k>', so that ids stay unique and the same input gives the same ids."""
+    return hashlib.blake2b(f"{doc_id}#{k}".encode(), digest_size=16).hexdigest()
+
+
+def _rename_duplicates(out: Path, parts: list[str]) -> int:
+    """Without dedup, duplicates are kept: give every copy after the first its own id (``copy_id``),
+    so that doc ids stay unique across shards. Returns the number of copies renamed."""
+    if not parts:
+        return 0
+    con = _connect_for_dedup(out)
+    try:
+        total = _find_copies(con, out, parts)
+        by_part = con.execute("SELECT part, list(row ORDER BY row), list(doc_id ORDER BY row), "
+                              "list(k ORDER BY row) FROM dups GROUP BY part").fetchall() if total else []
+    finally:
+        con.close()
+    for part, rows, ids, ks in by_part:
+        _rewrite_ids(out / part, dict(zip(rows, (copy_id(i, k) for i, k in zip(ids, ks)))))
+    return int(total)
+
+
+def _rewrite_ids(path: Path, new_ids: dict[int, str]) -> None:
+    """Rewrite a shard with the doc_id of the given row numbers replaced, row group by row group."""
+    pf = pq.ParquetFile(path)
+    tmp = path.with_suffix(".ids")
+    with pq.ParquetWriter(tmp, pf.schema_arrow, compression="zstd",
+                          use_dictionary=["source", "source_file", "label"]) as writer:
+        start = 0
+        for i in range(pf.num_row_groups):
+            group = pf.read_row_group(i)
+            ids = group.column("doc_id").to_pylist()
+            for j in range(len(ids)):
+                ids[j] = new_ids.get(start + j, ids[j])
+            group = group.set_column(0, pf.schema_arrow.field("doc_id"), pa.array(ids, pa.string()))
+            writer.write_table(group, row_group_size=group.num_rows)
+            start += group.num_rows
+    tmp.replace(path)
 
 
 def _cast_rejects(path: Path) -> None:

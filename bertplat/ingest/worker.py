@@ -7,14 +7,11 @@ Runs in a worker process (or inline with one worker). It holds at most one batch
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import errno
 import hashlib
 import io
-import lzma
 import os
 import unicodedata
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +39,13 @@ from bertplat.ingest.readers import (
 )
 from bertplat.ingest.schema import CORPUS_SCHEMA, REJECTS_SCHEMA
 from bertplat.ingest.sources import InputFile, detect_compression, detect_format
+from bertplat.ingest.streams import (
+    DecompressedStream,
+    TranscodedStream,
+    detect_bom,
+    guess_wide_encoding,
+    needs_transcoding,
+)
 from bertplat.ingest.text import clean_whitespace, split_sentences
 from bertplat.ingest.text import unwrap as unwrap_lines
 
@@ -120,99 +124,73 @@ class _CountingFile(io.RawIOBase):
         super().close()
 
 
-class _ZstdReader(io.RawIOBase):
-    """The frames of a zstd file one after another, as ``zstd -d`` reads them. zstandard's own
-    ``stream_reader`` ends quietly where a truncated file ends, which would lose the rest of the file
-    without a word; this raises ``ZstdError`` when the input stops inside a frame."""
-
-    def __init__(self, raw: BinaryIO):
-        import zstandard
-
-        self._raw, self._error = raw, zstandard.ZstdError
-        self._new_frame = zstandard.ZstdDecompressor().decompressobj
-        self._frame = None  # the decoder of the frame being read; None between frames
-        self._out, self._pos = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        while self._pos == len(self._out):
-            data = self._raw.read(1 << 17)
-            if not data:
-                if self._frame is not None:
-                    raise self._error("the stream ends inside a zstd frame: the file is truncated")
-                return 0
-            out = []
-            while data:
-                self._frame = self._frame or self._new_frame()
-                out.append(self._frame.decompress(data))
-                if not self._frame.eof:
-                    break
-                data, self._frame = self._frame.unused_data, None
-            self._out, self._pos = b"".join(out), 0
-        n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = self._out[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-def _open(path: str) -> tuple[BinaryIO, _CountingFile]:
+def _open(path: str) -> tuple[BinaryIO, _CountingFile, DecompressedStream | None]:
     counted = _CountingFile(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
     raw: BinaryIO = io.BufferedReader(counted, buffer_size=1 << 20)
-    head = raw.peek(8)[:8]
-    kind = detect_compression(path, head)
-    if kind == "gzip":
-        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-    elif kind == "bz2":
-        raw = bz2.BZ2File(raw)  # type: ignore[assignment]
-    elif kind == "xz":
-        raw = lzma.LZMAFile(raw)  # type: ignore[assignment]
-    elif kind == "zstd":
-        raw = _ZstdReader(raw)  # type: ignore[assignment]
-    if kind is not None:
-        raw = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
-    return raw, counted
-
-
-# Streams are decoded in 1 MiB blocks: the block the damage falls in is lost with it.
-_KEPT_BEFORE_DAMAGE = "the records decoded before the damage were kept, up to the last 1 MiB block before it"
-_CORRUPT = (EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error)
+    kind = detect_compression(path, raw.peek(8)[:8])
+    if kind is None:
+        return raw, counted, None
+    decompressed = DecompressedStream(raw, kind)
+    return io.BufferedReader(decompressed, buffer_size=1 << 20), counted, decompressed  # type: ignore[return-value]
 
 
 def read_file(f: InputFile, cfg: IngestConfig):
     """Records and rejects of one file; file-level problems become one reject with record=None."""
+    if f.reject_reason:            # found while resolving the sources (a symbolic link loop, a broken link)
+        yield Reject(f.reject_reason, f.reject_detail)
+        return
     try:
-        stream, counted = _open(f.path)
+        stream, counted, decompressed = _open(f.path)
     except PermissionError:
         yield Reject("unreadable", "permission denied; fix the file's permissions")
         return
     except OSError as exc:
-        yield Reject("unreadable", f"cannot open: {exc.strerror or exc}")
-        return
-    try:
-        yield from _read_stream(stream, f, cfg)
-    except FileRejected as exc:
-        yield Reject(exc.reason, exc.detail)
-    except _CORRUPT as exc:
-        yield Reject("corrupt_compression", f"damaged compressed stream ({exc}); {_KEPT_BEFORE_DAMAGE}")
-    except Exception as exc:  # zstandard raises its own error type; name it rather than crash the run
-        if type(exc).__module__.startswith("zstandard"):
-            yield Reject("corrupt_compression", f"damaged zstd stream ({exc}); {_KEPT_BEFORE_DAMAGE}")
+        if exc.errno == errno.ELOOP:
+            yield Reject("symlink_loop", f"cannot open: {exc.strerror}; the path is a symbolic link loop")
         else:
-            raise
+            yield Reject("unreadable", f"cannot open: {exc.strerror or exc}")
+        return
+    opened = _Opened(stream, decompressed)
+    rejected = None
+    try:
+        yield from _read_stream(opened, f, cfg)
+    except FileRejected as exc:
+        rejected = Reject(exc.reason, exc.detail)
     finally:
         counted.flush_progress()
-        stream.close()
+        opened.stream.close()
+    # Damage is reported after the records read before it, and explains a file rejected because of it.
+    if (reject := opened.damage() or rejected) is not None:
+        yield reject
 
 
-def _read_stream(stream: BinaryIO, f: InputFile, cfg: IngestConfig):
+@dataclass
+class _Opened:
+    """An open input file and the layers that may have stopped early at damage."""
+
+    stream: BinaryIO
+    decompressed: DecompressedStream | None = None
+    transcoded: TranscodedStream | None = None
+
+    def damage(self) -> Reject | None:
+        """The reject for the damage that ended the stream, if any (reported after its records)."""
+        if self.decompressed is not None and self.decompressed.damage:
+            d = self.decompressed
+            return Reject("corrupt_compression", f"damaged {d.kind} stream after {d.decoded:,} decompressed bytes "
+                          f"({d.damage}); every record in those bytes was read (one that the damage cut short "
+                          "may be incomplete or rejected)")
+        if self.transcoded is not None and self.transcoded.damage:
+            return Reject("undecodable", f"{self.transcoded.damage}; the records before them were read, the rest "
+                          "of the file was not; set --encoding if the file uses another one")
+        return None
+
+
+def _read_stream(opened: _Opened, f: InputFile, cfg: IngestConfig):
+    stream = opened.stream
     head = stream.peek(1 << 16)[: 1 << 16]  # type: ignore[attr-defined]
     if not head:
+        if opened.damage() is not None:
+            return      # nothing could be decompressed: the damage is the whole story
         raise FileRejected("empty_file", "the file is empty")
     fmt = cfg.format if cfg.format != "auto" else detect_format(f.path, head)
     if fmt == "parquet":
@@ -221,22 +199,76 @@ def _read_stream(stream: BinaryIO, f: InputFile, cfg: IngestConfig):
                                "compresses internally, store it uncompressed")
         yield from read_parquet(f.path, cfg)
         return
+    stream, encoding, head = _decode_layer(opened, cfg.encoding, head)
     if b"\x00" in head[:8192]:
-        raise FileRejected("binary_file", f"NUL bytes in the first 8 KB: this is not a {fmt} text file")
+        what = "text" if fmt == "text" else f"{fmt} text"
+        hint = ""
+        if encoding == cfg.encoding and opened.transcoded is None and (wide := guess_wide_encoding(head)):
+            every = "other" if "16" in wide else "fourth"
+            hint = f"; it looks like {wide[:6].upper()} (NUL every {every} byte): pass --encoding {wide}"
+        raise FileRejected("binary_file", f"NUL bytes in the first 8 KB: this is not a {what} file in {encoding}"
+                           f"{hint}")
+    if cfg.format == "auto":
+        fmt = detect_format(f.path, head)
+    if cfg.encoding != "utf-8" and (opened.transcoded is not None or encoding == "utf-8"):
+        # The bytes the readers see are UTF-8 now, whatever the configured encoding says.
+        yield from _utf8_texts(_read_format(stream, fmt, cfg.model_copy(update={"encoding": "utf-8"}), f))
+    else:
+        yield from _read_format(stream, fmt, cfg, f)
+
+
+def _decode_layer(opened: _Opened, configured: str, head: bytes) -> tuple[BinaryIO, str, bytes]:
+    """A byte-order mark decides the file's encoding (and is skipped); UTF-16 and UTF-32 are
+    transcoded to UTF-8. Returns the stream to read, the file's encoding and the stream's new head."""
+    stream, encoding = opened.stream, configured
+    if bom := detect_bom(head):
+        encoding, length = bom
+        stream.read(length)
+    if needs_transcoding(encoding):
+        opened.transcoded = TranscodedStream(stream, encoding)
+        stream = opened.stream = io.BufferedReader(opened.transcoded, buffer_size=1 << 20)  # type: ignore[assignment]
+    elif not bom:
+        return stream, encoding, head
+    return stream, encoding, stream.peek(1 << 16)[: 1 << 16]  # type: ignore[attr-defined]
+
+
+def _read_format(stream: BinaryIO, fmt: str, cfg: IngestConfig, f: InputFile):
     if fmt == "text":
-        yield from read_text(stream, cfg, f.relname)
-    elif fmt == "jsonl":
-        yield from read_jsonl(stream, cfg)
-    elif fmt == "json":
-        yield from read_json(stream, cfg)
-    elif fmt in ("csv", "tsv"):
-        yield from read_delimited(stream, cfg, "," if fmt == "csv" else "\t")
-    elif fmt == "wikiextractor":
-        yield from read_wikiextractor(stream, cfg)
-    elif fmt == "gutenberg":
-        yield from read_gutenberg(stream, cfg, f.relname)
-    else:  # pragma: no cover - the config's Literal makes this unreachable
-        raise ValueError(f"unknown format {fmt}")
+        return read_text(stream, cfg, f.relname)
+    if fmt == "jsonl":
+        return read_jsonl(stream, cfg)
+    if fmt == "json":
+        return read_json(stream, cfg)
+    if fmt in ("csv", "tsv"):
+        return read_delimited(stream, cfg, "," if fmt == "csv" else "\t")
+    if fmt == "wikiextractor":
+        return read_wikiextractor(stream, cfg)
+    if fmt == "gutenberg":
+        return read_gutenberg(stream, cfg, f.relname)
+    raise ValueError(f"unknown format {fmt}")  # pragma: no cover - the config's Literal makes this unreachable
+
+
+def _utf8_texts(items):
+    """Records of a file read in another encoding than the configured one (a byte-order mark decided,
+    or it was transcoded): their bytes are UTF-8, so they are decoded here, as the batch would decode
+    them with the configured encoding."""
+    for item in items:
+        if isinstance(item, Records):
+            try:
+                item.texts = [t.decode("utf-8") for t in item.texts]  # type: ignore[misc]
+            except UnicodeDecodeError:
+                yield from _utf8_texts(Record(t, item.first_record + i, item.lines[i], item.titles[i], None,
+                                              item.source_ids[i]) for i, t in enumerate(item.texts))
+                continue
+        elif isinstance(item, Record) and isinstance(item.text, bytes):
+            try:
+                item.text = item.text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield Reject("undecodable", f"byte {exc.object[exc.start:exc.start + 4]!r} at offset {exc.start} "
+                             "of the record is not valid UTF-8 (the file starts with a UTF-8 byte-order mark)",
+                             item.record, item.line)
+                continue
+        yield item
 
 
 # -- batches ---------------------------------------------------------------------------------
