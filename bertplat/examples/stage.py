@@ -34,7 +34,7 @@ from bertplat.examples.shards import (
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
-from bertplat.stages import StageResult, find_existing
+from bertplat.stages import StageResult, catalog_status, find_existing
 from bertplat.validation import GateError, GateReport
 from bertplat.vocab.tokenizer import VocabInfo, load_tokenizer
 
@@ -93,7 +93,7 @@ def run_examples(corpus: DatasetHandle, vocab: DatasetHandle, name: str, config:
                      SCHEMA_VERSION)
     if found := find_existing(lake, catalog, KIND, name, fp):
         handle, m = found
-        return ExamplesResult(dataset=handle, corpus=corpus, vocab=vocab, reused=True, counts=m["counts"],
+        return ExamplesResult(dataset=handle, corpus=corpus, vocab=vocab, reused=True, catalog_status=catalog_status(catalog, handle), counts=m["counts"],
                               report=GateReport(**m["validation"]), stats=m["stats"],
                               elapsed_s=time.monotonic() - start)
 
@@ -127,10 +127,8 @@ def run_examples(corpus: DatasetHandle, vocab: DatasetHandle, name: str, config:
             "files": [{"name": f, "rows": pq.ParquetFile(writer.tmp / f).metadata.num_rows} for f in files],
             "validation": report.model_dump(mode="json"),
             "stats": {**stats, "length_bin": LENGTH_BIN},
-        })
-    if catalog is not None:
-        catalog.register(handle)
-    return ExamplesResult(dataset=handle, corpus=corpus, vocab=vocab, reused=False, counts=counts, report=report,
+        }, catalog=catalog)
+    return ExamplesResult(dataset=handle, corpus=corpus, vocab=vocab, reused=False, catalog_status=catalog_status(catalog, handle), counts=counts, report=report,
                           stats=stats, elapsed_s=time.monotonic() - start)
 
 

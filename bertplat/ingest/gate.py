@@ -98,7 +98,7 @@ def validate_corpus(root: Path, parts: list[str], counts: dict[str, int], cfg: I
     totals = corpus_totals(root, parts)
     counts["sentences"], counts["characters"] = totals["sentences"], totals["characters"]
     report.add("documents present", totals["rows"] > 0, observed=totals["rows"], expected="> 0",
-               detail="" if totals["rows"] else "nothing was accepted; see the rejects table")
+               detail="" if totals["rows"] else "nothing was accepted; the rejected records file named below says why")
     report.add("unique doc ids across shards", totals["distinct_ids"] == totals["rows"],
                observed=totals["distinct_ids"], expected=totals["rows"])
     report.add("row count matches shard metadata", file_rows == totals["rows"], observed=totals["rows"],

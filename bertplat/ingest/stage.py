@@ -32,7 +32,7 @@ from bertplat.ingest.worker import LENGTH_BINS, Task, TaskResult, default_worker
 from bertplat.lake import Lake, check_name, fingerprint
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
-from bertplat.stages import StageResult, find_existing
+from bertplat.stages import StageResult, catalog_status, find_existing
 from bertplat.validation import GateError, GateReport
 
 KIND = "corpus"
@@ -59,6 +59,9 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
     progress = progress or NullProgress()
     start = time.monotonic()
     check_name(name)
+    if name in lake.names("tasks"):  # both would claim the DuckDB view rejects_<name>
+        raise ValueError(f"{name!r} is already the name of a task dataset (views task_{name}, rejects_{name}); "
+                         "give the corpus another --name")
     files = resolve_sources(sources, config.include, config.exclude)
     with progress.task("hashing inputs", total=len(files), unit="files") as bar:
         hashed = []
@@ -71,7 +74,7 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
                      SCHEMA_VERSION)
     if found := find_existing(lake, catalog, KIND, name, fp):
         handle, m = found
-        return IngestResult(dataset=handle, reused=True, counts=m["counts"], report=GateReport(**m["validation"]),
+        return IngestResult(dataset=handle, reused=True, catalog_status=catalog_status(catalog, handle), counts=m["counts"], report=GateReport(**m["validation"]),
                             stats=m["stats"], elapsed_s=time.monotonic() - start)
 
     with lake.writer(KIND, name, fp) as writer:
@@ -103,10 +106,8 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
                        "bytes": (out / p).stat().st_size} for p in parts],
             "validation": report.model_dump(mode="json"),
             "stats": stats,
-        })
-    if catalog is not None:
-        catalog.register(handle)
-    return IngestResult(dataset=handle, reused=False, counts=counts, report=report, stats=stats,
+        }, catalog=catalog)
+    return IngestResult(dataset=handle, reused=False, catalog_status=catalog_status(catalog, handle), counts=counts, report=report, stats=stats,
                         elapsed_s=time.monotonic() - start)
 
 

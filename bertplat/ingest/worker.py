@@ -7,6 +7,7 @@ Runs in a worker process (or inline with one worker). It holds at most one batch
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -500,30 +501,38 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
                 _account(result, table)
             batch.clear()
 
-    for f in task.files:
-        for item in read_file(f, cfg):
-            if isinstance(item, Records):
-                result.records += len(item)
-                batch.extend(item, f)
+    try:
+        for f in task.files:
+            for item in read_file(f, cfg):
+                if isinstance(item, Records):
+                    result.records += len(item)
+                    batch.extend(item, f)
+                    if batch.nbytes >= cfg.batch_bytes:
+                        flush()
+                    continue
+                if isinstance(item, Reject):
+                    reject(f, item.reason, item.detail, item.record, item.line)
+                    if item.record is None:
+                        result.file_rejects += 1
+                    else:
+                        result.records += 1
+                    continue
+                result.records += 1
+                batch.add(item, f)
                 if batch.nbytes >= cfg.batch_bytes:
                     flush()
-                continue
-            if isinstance(item, Reject):
-                reject(f, item.reason, item.detail, item.record, item.line)
-                if item.record is None:
-                    result.file_rejects += 1
-                else:
-                    result.records += 1
-                continue
-            result.records += 1
-            batch.add(item, f)
-            if batch.nbytes >= cfg.batch_bytes:
-                flush()
-        src = result.per_source.setdefault(f.source, Counter())
-        src["files"] += 1
-        src["input_bytes"] += f.size
-        result.bytes_read += f.size
-    flush()
+            src = result.per_source.setdefault(f.source, Counter())
+            src["files"] += 1
+            src["input_bytes"] += f.size
+            result.bytes_read += f.size
+        flush()
+    except BaseException:
+        # Release the writers' files: on a full disk an open ParquetWriter keeps the space of the
+        # temporary file that the failed run's clean-up deletes, until this process exits.
+        for writer in (shards, rejects):
+            with contextlib.suppress(Exception):
+                writer.close()
+        raise
     shards.close()
     rejects.close()
     result.parts = shards.parts

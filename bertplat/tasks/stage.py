@@ -23,7 +23,7 @@ from bertplat.catalog import Catalog
 from bertplat.lake import Lake, check_name, fingerprint, sha256_file
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
-from bertplat.stages import StageResult, find_existing
+from bertplat.stages import StageResult, catalog_status, find_existing
 from bertplat.tasks.gate import CHAR_BINS, gate_tasks, truncation_share
 from bertplat.tasks.readers import read_records
 from bertplat.tasks.rows import Rejected, RowBuilder
@@ -112,7 +112,7 @@ def run_tasks(spec: TaskSpec, lake: Lake, catalog: Catalog | None = None, progre
     fp = fingerprint(KIND, config, inputs, SCHEMA_VERSION)
     if found := find_existing(lake, catalog, KIND, name, fp):
         handle, m = found
-        return TasksResult(dataset=handle, reused=True, report=GateReport(**m["validation"]), stats=m["stats"],
+        return TasksResult(dataset=handle, reused=True, catalog_status=catalog_status(catalog, handle), report=GateReport(**m["validation"]), stats=m["stats"],
                            task_type=m["task_type"], labels=m["labels"], counts=m["counts"],
                            elapsed_s=time.monotonic() - start)
 
@@ -159,10 +159,8 @@ def run_tasks(spec: TaskSpec, lake: Lake, catalog: Catalog | None = None, progre
             "tables": {"task": "part-*.parquet", "rejects": "rejects/*.parquet"},
             "validation": report.model_dump(mode="json"),
             "stats": stats,
-        })
-    if catalog is not None:
-        catalog.register(handle)
-    return TasksResult(dataset=handle, reused=False, report=report, stats=stats, task_type=spec.task_type,
+        }, catalog=catalog)
+    return TasksResult(dataset=handle, reused=False, catalog_status=catalog_status(catalog, handle), report=report, stats=stats, task_type=spec.task_type,
                        labels=spec.label_list(), counts=counts, elapsed_s=time.monotonic() - start)
 
 

@@ -22,7 +22,7 @@ from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_man
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
 from bertplat.splits import in_holdout
-from bertplat.stages import StageResult, find_existing
+from bertplat.stages import StageResult, catalog_status, find_existing
 from bertplat.validation import GateError, GateReport
 from bertplat.vocab.config import SPECIAL_TOKENS, VocabConfig
 from bertplat.vocab.tokenizer import (
@@ -108,7 +108,7 @@ def run_vocab(corpus: DatasetHandle, name: str, config: VocabConfig, lake: Lake,
     fp = fingerprint(KIND, config.canonical_json(), [f"corpus:{corpus.fingerprint}"], SCHEMA_VERSION)
     if found := find_existing(lake, catalog, KIND, name, fp):
         handle, m = found
-        return VocabResult(dataset=handle, corpus=corpus, reused=True, report=GateReport(**m["validation"]),
+        return VocabResult(dataset=handle, corpus=corpus, reused=True, catalog_status=catalog_status(catalog, handle), report=GateReport(**m["validation"]),
                            stats=m["stats"], elapsed_s=time.monotonic() - start)
 
     heldout: list[str] = []
@@ -148,10 +148,8 @@ def run_vocab(corpus: DatasetHandle, name: str, config: VocabConfig, lake: Lake,
             "tables": {"vocab": "tokens.parquet"},
             "validation": report.model_dump(mode="json"),
             "stats": stats,
-        })
-    if catalog is not None:
-        catalog.register(handle)
-    return VocabResult(dataset=handle, corpus=corpus, reused=False, report=report, stats=stats,
+        }, catalog=catalog)
+    return VocabResult(dataset=handle, corpus=corpus, reused=False, catalog_status=catalog_status(catalog, handle), report=report, stats=stats,
                        elapsed_s=time.monotonic() - start)
 
 

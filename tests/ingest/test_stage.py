@@ -217,3 +217,17 @@ def test_sigkill_mid_run_leaves_nothing_complete_and_rerun_matches(tmp_path):
     assert rerun.dataset.fingerprint == clean.dataset.fingerprint
     assert rerun.counts == clean.counts
     assert not list(lake_dir.glob(".tmp-*")), "the dead run's temporary directory was swept"
+
+
+def test_a_corpus_named_like_a_task_dataset_is_refused(tmp_path):
+    """Corpus and task datasets of one name would both claim the view rejects_<name>."""
+    from bertplat.ingest import IngestConfig, run_ingest
+    from bertplat.lake import Lake
+
+    lake = Lake(str(tmp_path / "data"))
+    (lake.root / "tasks" / "clash" / "0123456789abcdef").mkdir(parents=True)
+    (lake.root / "tasks" / "clash" / "0123456789abcdef" / "_manifest.json").write_text("{}")
+    src = tmp_path / "a.txt"
+    src.write_text("Some text. More text.\n")
+    with pytest.raises(ValueError, match="already the name of a task dataset"):
+        run_ingest([str(src)], "clash", IngestConfig(), lake)
