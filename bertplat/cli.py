@@ -21,6 +21,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 catalog_app = typer.Typer(no_args_is_help=True, help="Inspect and repair the DuckDB catalog.")
 app.add_typer(catalog_app, name="catalog")
 
+
+def _mount_stage_apps() -> None:
+    # Stage packages keep their own commands (bertplat/<stage>/cli.py) and import this module's helpers
+    # lazily inside the commands, so there is no import cycle.
+    from bertplat.tasks.cli import tasks_app
+
+    app.add_typer(tasks_app, name="tasks", short_help=tasks_app.info.help)  # the whole summary in --help
+
+
+_mount_stage_apps()
+
 DEBUG = {"on": False}
 
 
@@ -116,6 +127,8 @@ def ingest(
     include: list[str] | None = typer.Option(None, help="Only files whose name matches this glob (repeatable)."),
     exclude: list[str] | None = typer.Option(None, help="Skip files whose name matches this glob (repeatable)."),
     normalization: str | None = typer.Option(None, help="Unicode normalisation: NFC (default), NFKC or none."),
+    max_record_bytes: int | None = typer.Option(None, help="Reject a line, record or whole-file document larger "
+                                                "than this many bytes, without reading it (default 16 MiB)."),
     max_reject_ratio: float | None = typer.Option(None, help="Fail when more than this share of records is "
                                                      "rejected (default 0.05)."),
     dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate documents (default on)."),
@@ -128,7 +141,8 @@ def ingest(
     overrides: dict[str, Any] = dict(format=format, text_field=text_field, id_field=id_field, title_field=title_field,
                                      label_field=label_field, text_mode=text_mode, encoding=encoding,
                                      include=include or None, exclude=exclude or None, normalization=normalization,
-                                     max_reject_ratio=max_reject_ratio, dedup=dedup, workers=workers)
+                                     max_record_bytes=max_record_bytes, max_reject_ratio=max_reject_ratio, dedup=dedup,
+                                     workers=workers)
     cfg = _run(IngestConfig.from_yaml, config, **overrides) if config else _run(IngestConfig.build, {}, overrides)
     result = _run(run_ingest, paths, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())

@@ -167,3 +167,23 @@ def test_failed_gate_leaves_nothing_visible_and_names_the_rejects_file(env):
     assert not (env / "data" / "lake" / "corpus" / "rand").exists()
     vocab = runner.invoke(app, ["vocab", "--corpus", "rand", "--name", "v"])
     assert vocab.exit_code == 1 and "known corpus datasets: none" in vocab.output, vocab.output
+
+
+def test_tasks_import_runs_under_the_main_command(env, tmp_path):
+    spec = tmp_path / "toy.yaml"
+    (tmp_path / "toy.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n", encoding="utf-8")
+    spec.write_text("name: toy\ntask_type: classification\nformat: tsv\nsplits: {train: toy.tsv}\n"
+                    "columns: {text: sentence, label: label}\nlabels: ['0', '1']\n", encoding="utf-8")
+    result = runner.invoke(app, ["tasks", "import", str(spec), "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["sql", "SELECT text, label_id FROM task_toy ORDER BY text"])
+    assert "bad film" in shown.output and "good film" in shown.output
+
+
+def test_ingest_takes_max_record_bytes_as_its_hint_says(env, tmp_path):
+    (tmp_path / "big.txt").write_text("x" * 5000, encoding="utf-8")
+    (tmp_path / "small.txt").write_text("A short document.", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "big.txt"), str(tmp_path / "small.txt"), "--name", "big",
+                                 "--max-record-bytes", "1024", "--max-reject-ratio", "1"])
+    assert result.exit_code == 0, result.output
+    assert "record_too_large: 1" in result.output
