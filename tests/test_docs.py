@@ -11,12 +11,14 @@ from bertplat.examples.config import ExamplesConfig
 from bertplat.ingest import IngestConfig
 from bertplat.pretrain import PretrainConfig
 from bertplat.settings import Settings
+from bertplat.tasks.spec import ColumnMap, DeriveSplits, ReadOptions, SplitSource, TasksOptions, TaskSpec
 from bertplat.vocab import VocabConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
-@pytest.mark.parametrize("config", [IngestConfig, VocabConfig, ExamplesConfig, PretrainConfig])
+@pytest.mark.parametrize("config", [IngestConfig, VocabConfig, ExamplesConfig, PretrainConfig, TaskSpec, SplitSource,
+                                    ColumnMap, ReadOptions, DeriveSplits, TasksOptions])
 def test_every_option_is_in_the_configuration_reference(config):
     missing = [name for name in config.model_fields if f"| `{name}` |" not in README]
     assert not missing, f"README lacks {config.__name__} options {missing}"
