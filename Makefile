@@ -27,11 +27,15 @@ lint: setup
 server: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
+# deploy and worker talk to the server of make server unless PREFECT_API_URL names another
+deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+
 ## make deploy: register the deployments of prefect.yaml with the Prefect server at PREFECT_API_URL
 deploy: setup
 	$(VENV)/bin/prefect work-pool inspect bertplat >/dev/null 2>&1 || $(VENV)/bin/prefect work-pool create bertplat --type process
 	$(VENV)/bin/prefect --no-prompt deploy --all
 
-## make worker: a process worker for the bertplat pool, run from this clone
+## make worker: a process worker for the bertplat pool, run from this clone: prefect.yaml's pull step
+## moves each flow run into the worker's $$PWD, this clone, so its flows/ and ./data are the ones used
 worker: setup
-	PREFECT_LOGGING_EXTRA_LOGGERS=bertplat $(VENV)/bin/prefect worker start --pool bertplat
+	PWD="$(CURDIR)" PREFECT_LOGGING_EXTRA_LOGGERS=bertplat $(VENV)/bin/prefect worker start --pool bertplat

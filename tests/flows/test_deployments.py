@@ -40,7 +40,9 @@ def test_prefect_yaml_deploys_from_a_copy(tmp_path):
     assert {"ingest", "vocab", "examples", "pretrain", "demo"} <= set(deployments)
     ingest = deployments["ingest"]
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"
-    assert ingest.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+    # the worker's directory, read when the run starts (not the temporary directory a process worker
+    # runs each flow in, and not the directory deploy ran in: env templates are filled in at deploy)
+    assert ingest.pull_steps == [{"flows.common.enter_worker_directory": {}}]
     assert str(tmp_path) not in str(ingest.model_dump()), "no absolute path of the clone may be baked in"
     assert ingest.work_pool_name == "bertplat"
     assert "params" in ingest.parameter_openapi_schema["properties"]
