@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bertplat.lake import sha256_file
+from bertplat.paths import resolve_package_path
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 _MAGIC = [(b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd")]
@@ -103,7 +104,10 @@ def _bad_link(path: str) -> _BadLink | None:
 
 
 def _expand(source: str, include, exclude):
-    src = os.path.expanduser(source)
+    try:
+        src = os.path.expanduser(resolve_package_path(source))
+    except FileNotFoundError as exc:
+        raise SourceError(str(exc)) from None
     if glob.has_magic(src):
         matches = sorted(p for p in glob.glob(src, recursive=True)
                          if os.path.isfile(p) or _bad_link(p) is not None)

