@@ -46,15 +46,18 @@ def finetune_command(
     overrides: list[str] = typer.Argument(None, help="KEY=VALUE options over the YAML, e.g. lr=3e-5 epochs=2."),
 ) -> None:
     """Fine-tune a model on a task; export it when the dev metric passes the gate."""
-    from bertplat.cli import _context, _progress, _run
+    from bertplat.cli import _context, _fail, _progress, _run
     from bertplat.finetune.config import FinetuneConfig
-    from bertplat.finetune.stage import run_finetune
+    from bertplat.finetune.stage import FinetuneInterrupted, run_finetune
 
     _, lake, catalog = _context()
     extra = parse_overrides(overrides or [])
     cfg = _run(FinetuneConfig.from_yaml, config, **extra) if config else _run(FinetuneConfig.build, {}, extra)
     handle = _run(lake.resolve, "tasks", task)
-    result = _run(run_finetune, model, handle, name, cfg, lake, catalog, _progress(), resume=resume)
+    try:
+        result = _run(run_finetune, model, handle, name, cfg, lake, catalog, _progress(), resume=resume)
+    except FinetuneInterrupted as exc:
+        _fail(str(exc), code=130)
     typer.echo(result.summary())
 
 
