@@ -33,7 +33,8 @@ class PretrainParams(BaseModel):
     name: str = Field(description="Model name; the export goes to DATA_DIR/models/NAME/FINGERPRINT/.")
     options: PretrainConfig = Field(default_factory=PretrainConfig, description="Pretraining options.")
     resume: bool = Field(default=True, description="Continue this run from its last checkpoint when it has one "
-                         "(a retry or a re-run after a stop picks up where it left off).")
+                         "(a retry or a re-run after a stop picks up where it left off); a changed config under "
+                         "the same name starts a new run.")
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=retry_on_io_error,
@@ -43,7 +44,7 @@ def pretrain_model(params: PretrainParams) -> PretrainResult:
     with gate_report_on_failure("model", params.name):
         examples = resolve_input(lake, "examples", params.examples, "examples", "examples")
         return run_pretrain(examples, params.name, params.options, lake, catalog,
-                            progress=run_progress(), resume=params.resume)
+                            progress=run_progress(), resume=params.resume, refuse_other_runs=False)
 
 
 def validation_rows(result: PretrainResult) -> list[dict]:

@@ -3,8 +3,11 @@
 - :class:`Throughput` logs tokens/s (real tokens, all ranks) and, on CUDA, model FLOPs utilisation
   ``model FLOPs / (time * peak * devices)`` (PaLM's definition; FLOPs from ``ModelConfig.flops_per_token``
   at each sequence's own length, so padding counts as waste).
+- :class:`StepBar` is the terminal's progress bar: one line of optimizer steps out of the total, time,
+  loss and tokens/s (Lightning's own bars count micro batches of an endless epoch: ``Epoch 0/-2``,
+  ``v_num`` and a second line for ``tok/s``).
 - :class:`StepProgress` reports optimizer steps through the bertplat ``Progress`` protocol, so a Prefect
-  run log gets a progress line every ~10 s (``LogProgress``) just as the CLI gets a bar.
+  run log gets a progress line every ~10 s (``LogProgress``) where there is no terminal.
 - :class:`RunCheckpoints` saves on SIGTERM / SIGINT and at the end, always at an optimizer-step
   boundary (a checkpoint in the middle of an accumulation window would lose its partial gradients), and
   writes ``state.json`` beside the checkpoints. Lightning 2.6 handles SIGTERM itself by raising after the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 
 from bertplat.model import ModelConfig
 from bertplat.pretrain.module import batch_flops
@@ -120,6 +125,71 @@ class StepProgress(pl.Callback):
         if self._cm is not None:
             self._cm.__exit__(None, None, None)
             self._cm = self._tracker = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        self._close()
+
+
+class StepBar(ProgressBar):
+    """``demo-tiny: step 120/200 |████▊   | 00:24<00:16, loss 7.720, 17,196 tok/s`` (rank 0, stderr).
+
+    One line whatever the terminal's width (tqdm shrinks the bar), updated at optimizer-step boundaries;
+    the loss and tok/s are what the module and :class:`Throughput` put in the progress-bar metrics."""
+
+    BAR_FORMAT = "{desc}: step {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
+
+    def __init__(self, desc: str, total_steps: int = 0):
+        super().__init__()
+        self.desc, self.total_steps = desc, total_steps
+        self._enabled = True
+        self._bar = None
+        self._postfix = ""
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(" ".join(map(str, args)), file=sys.stderr)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        from tqdm import tqdm
+
+        if self._enabled and trainer.is_global_zero:
+            self._bar = tqdm(total=self.total_steps, initial=trainer.global_step, desc=self.desc, unit="step",
+                             bar_format=self.BAR_FORMAT, dynamic_ncols=True, file=sys.stderr, leave=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._bar is None or not _at_step_boundary(trainer, pl_module):
+            return
+        metrics = trainer.progress_bar_metrics
+        parts = [f"loss {float(metrics['loss']):.3f}" if "loss" in metrics else "",
+                 f"{float(metrics['tok/s']):,.0f} tok/s" if "tok/s" in metrics else ""]
+        self._postfix = ", ".join(p for p in parts if p)
+        self._bar.set_postfix_str(self._postfix, refresh=False)
+        self._bar.update(trainer.global_step - self._bar.n)
+        if trainer.global_step >= self.total_steps:
+            self._close()  # ends the line before Lightning prints "`Trainer.fit` stopped"; the final validation follows
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self._bar is not None and not trainer.sanity_checking:
+            self._bar.set_postfix_str(", ".join(p for p in (self._postfix, "validating") if p))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._close()

@@ -21,7 +21,7 @@ from bertplat.model.config import ModelConfig
 # run's fingerprint, so a resumed run may change them (more workers, another checkpoint interval).
 OPERATIONAL_FIELDS = frozenset({
     "num_workers", "checkpoint_every_n_steps", "keep_checkpoints", "log_every_n_steps", "peak_tflops",
-    "min_val_mlm_accuracy", "require_loss_decrease", "val_every_n_steps",
+    "min_val_mlm_accuracy", "min_val_mlm_accuracy_over_baseline", "require_loss_decrease", "val_every_n_steps",
 })
 
 
@@ -103,6 +103,10 @@ class PretrainConfig(StageConfig):
     # ---- gate ---------------------------------------------------------------------------------
     min_val_mlm_accuracy: float = Field(default=0.1, ge=0.0, le=1.0,
                                         description="Gate: the last validation MLM accuracy must reach this.")
+    min_val_mlm_accuracy_over_baseline: float = Field(
+        default=0.0, ge=0.0, description="Gate: the last validation MLM accuracy must reach this multiple of the "
+        "baseline of always predicting the most frequent masked token of the validation set (1.2: the model "
+        "knows more than word frequencies; holds for short runs, whatever the corpus). 0 turns it off.")
     require_loss_decrease: bool = Field(default=True, description="Gate: the mean training loss of the last "
                                         "tenth of logged steps must be below that of the first tenth.")
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bertplat.model import BertPretrainingModel, ModelConfig
+from bertplat.model.bert import IGNORE_INDEX
 from bertplat.pretrain.config import PretrainConfig
 from bertplat.pretrain.data import INFO_KEYS
 from bertplat.pretrain.optim import build_optimizer, build_schedule
@@ -137,10 +138,15 @@ class PretrainModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # sums: mlm loss, mlm count, mlm correct, nsp loss, nsp count, nsp correct
         self._val = torch.zeros(6, dtype=torch.float64, device=self.device)
+        # how often each token is a masked label: the baseline of always predicting the most frequent one
+        self._val_labels = torch.zeros(self.model_config.vocab_size, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         for k in INFO_KEYS:
             batch.pop(k, None)
+        labels = batch["labels"]
+        self._val_labels += torch.bincount(labels[labels != IGNORE_INDEX].long(),
+                                           minlength=self.model_config.vocab_size).double()
         out = self(train=False, **batch)
         parts = [out.mlm_loss * out.mlm_count, out.mlm_count, out.mlm_correct]
         if out.nsp_count is not None:
@@ -153,7 +159,9 @@ class PretrainModule(pl.LightningModule):
         # Sums over every rank's batches, then ratios: the metric of the whole validation set.
         s = self.trainer.strategy.reduce(self._val, reduce_op="sum").tolist()
         mlm_loss = s[0] / max(s[1], 1.0)
+        counts = self.trainer.strategy.reduce(self._val_labels, reduce_op="sum")
         metrics = {"val/mlm_loss": mlm_loss, "val/mlm_acc": s[2] / max(s[1], 1.0),
+                   "val/mlm_baseline_acc": float(counts.max()) / max(float(counts.sum()), 1.0),
                    "val/mlm_ppl": float(np.exp(min(mlm_loss, 50.0))), "val/loss": mlm_loss}
         if s[4] > 0:
             metrics["val/nsp_loss"] = s[3] / s[4]

@@ -115,8 +115,24 @@ def gate(history: list[dict[str, float]], cfg: PretrainConfig, dataset: str) -> 
                observed=round(acc, 4) if val_acc else "no validation ran", expected=f">= {cfg.min_val_mlm_accuracy}",
                detail="" if val_acc and acc >= cfg.min_val_mlm_accuracy else
                "train longer, or lower min_val_mlm_accuracy for a smoke run")
+    if cfg.min_val_mlm_accuracy_over_baseline:
+        _, baselines = series(history, "val/mlm_baseline_acc")
+        report.add(*_over_baseline(acc if val_acc else math.nan, baselines[-1] if baselines else math.nan,
+                                   cfg.min_val_mlm_accuracy_over_baseline))
     report.stats = {"final": final_metrics(history)}
     return report
+
+
+def _over_baseline(acc: float, baseline: float, ratio: float) -> tuple:
+    """The accuracy check against always predicting the validation set's most frequent masked token."""
+    name = "validation MLM accuracy over the most-frequent-token baseline"
+    if not (math.isfinite(acc) and math.isfinite(baseline)):
+        return name, False, "no validation ran" if not math.isfinite(acc) else "no baseline logged", f">= {ratio}x"
+    passed = acc >= ratio * baseline
+    return (name, passed, f"{acc:.4f} = {acc / max(baseline, 1e-12):.2f}x the baseline {baseline:.4f}",
+            f">= {ratio}x the baseline ({ratio * baseline:.4f})",
+            "" if passed else "train longer (the model has learned little beyond word frequencies), or lower "
+            "min_val_mlm_accuracy_over_baseline for a smoke run")
 
 
 def model_card(name: str, version: str, location: str, lineage: dict[str, str], cfg: PretrainConfig,

@@ -1,11 +1,14 @@
 """run_pretrain: an examples dataset in, a pretrained, gated, Hugging Face-format model out.
 
-Steps: check the config against the examples (vocabulary, lengths, masking) -> the run directory
-``<data_dir>/runs/<name>-<fingerprint>/`` (config.yaml, model_config.json, checkpoints/, logs/) ->
-Lightning fit, resuming from ``checkpoints/last.ckpt`` when asked -> metric history, metrics.csv/json,
-loss_curve.png -> gate (loss finite and falling, validation MLM accuracy) -> only then the export to
-``<data_dir>/models/<name>/<fingerprint>/`` with a model card and a manifest. The fingerprint hashes
-the examples' fingerprint and the config's computing fields, so the same command resumes the same run.
+Steps: check the config against the examples (vocabulary, lengths, masking) -> the finished export of
+this fingerprint, if any, is returned as it is (``reused``) -> the run directory
+``<data_dir>/runs/<name>-<fingerprint>/`` (config.yaml, model_config.json, run.json, checkpoints/, logs/)
+-> Lightning fit, resuming when asked from the newest checkpoint that loads (``last.ckpt``, else the
+newest ``step=*.ckpt``) -> metric history, metrics.csv/json, loss_curve.png -> gate (loss finite and
+falling, validation MLM accuracy, absolute and over the most-frequent-token baseline) -> only then the
+export to ``<data_dir>/models/<name>/<fingerprint>/`` with a model card and a manifest. The fingerprint
+hashes the examples' fingerprint and the config's computing fields, so the same command finds the same
+run; a resume that would find only another run of the name (another config) is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -30,7 +34,7 @@ from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_js
 from bertplat.model import BertPretrainingModel, ModelConfig, export_hf, save_checkpoint
 from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.layers import EncoderLayer
-from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepProgress, Throughput
+from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepBar, StepProgress, Throughput
 from bertplat.pretrain.config import OPERATIONAL_FIELDS, PretrainConfig
 from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
 from bertplat.pretrain.module import PretrainModule
@@ -41,6 +45,10 @@ from bertplat.validation import GateError, GateReport
 KIND = "model"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SCHEMA_VERSION = 1
+RUN_FILE = "run.json"  # what a run directory was made from: name, fingerprint, examples
+MANIFEST = "_manifest.json"
+_RUN_DIR_RE = re.compile(r"[0-9a-f]{16}")
+log = logging.getLogger(__name__)
 
 
 class PretrainInterrupted(RuntimeError):
@@ -63,6 +71,8 @@ class PretrainResult(BaseModel):
     elapsed_s: float
     rank: int = 0  # the process's global rank; only rank 0 has metrics and an export
     export_format: str = "huggingface"  # or "bertplat" for pre-LN models, which HF BERT cannot express
+    reused: bool = False  # the export with this fingerprint existed: nothing was trained or written
+    resumed_from: str | None = None  # the checkpoint file resumed from (not last.ckpt when that was unreadable)
 
     def summary(self) -> str:
         if self.rank:
@@ -70,8 +80,12 @@ class PretrainResult(BaseModel):
         m = self.metrics
         nsp = f", NSP/SOP accuracy {m['val/nsp_acc']:.3f}" if "val/nsp_acc" in m else ""
         resumed = f" (resumed at step {self.resumed_from_step})" if self.resumed_from_step else ""
-        return (f"model {self.name}@{self.fingerprint}: {self.steps:,} steps on examples {self.examples.name}"
-                f"{resumed} in {self.elapsed_s:.0f}s; validation MLM accuracy {m.get('val/mlm_acc', float('nan')):.3f}, "
+        if self.resumed_from and self.resumed_from != "last.ckpt":
+            resumed = f" (resumed at step {self.resumed_from_step} from {self.resumed_from}: last.ckpt was unreadable)"
+        done = (f"already up to date, {self.steps:,} steps on examples {self.examples.name}" if self.reused else
+                f"{self.steps:,} steps on examples {self.examples.name}{resumed} in {self.elapsed_s:.0f}s")
+        return (f"model {self.name}@{self.fingerprint}: {done}; validation MLM accuracy "
+                f"{m.get('val/mlm_acc', float('nan')):.3f}, "
                 f"perplexity {m.get('val/mlm_ppl', float('nan')):.1f}{nsp}\n"
                 f"  model: {self.model_dir}\n  run:   {self.run_dir} (loss_curve.png, metrics.csv; "
                 f"tensorboard --logdir {self.run_dir / 'logs' / 'tensorboard'})\n"
@@ -122,29 +136,127 @@ def run_fingerprint(source: ExamplesSource, cfg: PretrainConfig) -> str:
 
 
 # ---- the run directory -----------------------------------------------------------------------------
-def prepare_run_dir(run_dir: Path, cfg: PretrainConfig, model: ModelConfig, resume: bool,
-                    write: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh start); writes the configs beside the checkpoints."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+def _config_diff(old: PretrainConfig, new: PretrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The computing fields (not OPERATIONAL_FIELDS) whose values differ: field -> (old, new)."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return {k: (a[k], b[k]) for k in sorted(a) if a[k] != b[k] and k not in OPERATIONAL_FIELDS}
+
+
+def _describe_diff(diff: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} (run: {old!r}, now: {new!r})" for k, (old, new) in diff.items())
+
+
+def _saved_config(run_dir: Path) -> PretrainConfig | None:
     saved = run_dir / "config.yaml"
-    if last.is_file() and not resume:
+    if not saved.is_file():
+        return None
+    return PretrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
+
+
+def runs_named(lake: Lake, name: str) -> list[Path]:
+    """The run directories ``runs/<name>-<fingerprint>/`` of model ``name`` that hold a config, newest
+    (config written last) first. ``demo`` does not match ``demo-tiny-<fingerprint>``."""
+    runs = lake.data_dir / "runs"
+    found = [d for d in runs.glob(f"{name}-*") if _RUN_DIR_RE.fullmatch(d.name[len(name) + 1:])
+             and (d / "config.yaml").is_file()] if runs.is_dir() else []
+    return sorted(found, key=lambda d: (d / "config.yaml").stat().st_mtime_ns, reverse=True)
+
+
+def check_resume(lake: Lake, name: str, fp: str, cfg: PretrainConfig, source: ExamplesSource) -> None:
+    """``--resume`` continues the run of this name, config and examples. When that run does not exist but
+    another run of the same name does (the newest, if several), the resume would silently start a new
+    run instead: refuse it, naming what differs."""
+    others = [d for d in runs_named(lake, name) if d.name != f"{name}-{fp}"]
+    if not others:
+        return
+    newest, old = others[0], _saved_config(others[0])
+    diff = _describe_diff(_config_diff(old, cfg)) if old else ""
+    info = _read_json(newest / RUN_FILE)
+    if not diff and info.get("examples") and info["examples"] != source.handle.ref():
+        diff = f"the examples (run: {info['examples']}, now: {source.handle.ref()})"
+    elif not diff:
+        diff = f"the examples (the run was made from other examples than {source.handle.ref()})"
+    raise ValueError(f"cannot resume pretraining {name}: its newest run {newest} differs in {diff}. Resume "
+                     "with that run's config (its config.yaml), or drop --resume (resume=False) to start a new "
+                     f"run in {lake.data_dir / 'runs' / f'{name}-{fp}'}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def resume_checkpoint(checkpoint_dir: Path) -> tuple[Path, int] | None:
+    """The newest checkpoint that loads and its step: last.ckpt, else the step=*.ckpt files newest first.
+    An unreadable one (a truncated write, a full disk) is skipped with a warning that names it and why."""
+    steps = sorted(checkpoint_dir.glob("step=*.ckpt"), key=lambda p: p.name, reverse=True)  # zero-padded
+    last = checkpoint_dir / "last.ckpt"
+    candidates = ([last] if last.is_file() else []) + steps
+    errors = []
+    for path in candidates:
+        try:
+            step = _checkpoint_step(path)
+        except Exception as exc:  # torch raises RuntimeError, EOFError, pickle or zip errors for a bad file
+            errors.append(f"{path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            log.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, errors[-1])
+            continue
+        if errors:
+            log.warning("resuming from %s (step %d) instead: %s", path, step, "; ".join(errors))
+        return path, step
+    if errors:
+        raise ValueError(f"no checkpoint in {checkpoint_dir} can be loaded ({'; '.join(errors)}); delete the run "
+                         "directory to start over")
+    return None
+
+
+def prepare_run_dir(run_dir: Path, cfg: PretrainConfig, model: ModelConfig, resume: bool, write: bool,
+                    info: dict[str, Any] | None = None) -> tuple[Path, int] | None:
+    """The checkpoint to continue from and its step (None: a fresh start); writes the configs beside the
+    checkpoints. A run that finished (its gate may have failed) is continued without ``resume``: there is
+    nothing left to train, only the gate and the export to redo."""
+    ckpt_dir = run_dir / "checkpoints"
+    saved = run_dir / "config.yaml"
+    has_ckpt = ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt"))
+    finished = _read_json(ckpt_dir / STATE_FILE).get("status") == "finished"
+    if has_ckpt and not resume and not finished:
         raise ValueError(f"{run_dir} already holds a run with checkpoints; pass resume=True (--resume) to continue "
                          "it, or delete the directory to start over")
-    if resume and saved.is_file():
-        old = PretrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
-        if old.fingerprint_json() != cfg.fingerprint_json():
-            a, b = old.model_dump(), cfg.model_dump()
-            diff = sorted(k for k in a if a[k] != b[k] and k not in OPERATIONAL_FIELDS)
-            raise ValueError(f"cannot resume {run_dir}: the config differs in {diff} (saved: "
-                             f"{ {k: a[k] for k in diff} }, now: { {k: b[k] for k in diff} })")
-    fresh = not (resume and last.is_file())
+    old = _saved_config(run_dir) if resume or finished else None
+    if old is not None and old.fingerprint_json() != cfg.fingerprint_json():
+        diff = _config_diff(old, cfg)
+        raise ValueError(f"cannot resume {run_dir}: the config differs in {sorted(diff)} (saved: "
+                         f"{ {k: v[0] for k, v in diff.items()} }, now: { {k: v[1] for k, v in diff.items()} })")
+    ckpt = resume_checkpoint(ckpt_dir) if has_ckpt and (resume or finished) else None
     if write:
-        if fresh:  # logs of an attempt that died before its first checkpoint would mix into this run's history
+        if ckpt is None:  # logs of an attempt that died before its first checkpoint would mix into this run's history
             shutil.rmtree(run_dir / "logs", ignore_errors=True)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
         saved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True), encoding="utf-8")
         model.to_file(run_dir / "model_config.json")
-    return None if fresh else last
+        if info:
+            write_json_atomic(run_dir / RUN_FILE, info)
+    return ckpt
+
+
+def find_export(lake: Lake, name: str, fp: str) -> dict[str, Any] | None:
+    """The manifest of the finished export ``models/<name>/<fp>/``, or None (no manifest: not complete)."""
+    path = lake.data_dir / "models" / name / fp / MANIFEST
+    if not path.is_file():
+        return None
+    return _read_json(path) or None
+
+
+def reused_result(name: str, fp: str, source: ExamplesSource, manifest: dict[str, Any], lake: Lake,
+                  start: float) -> PretrainResult:
+    """The result of a run whose export exists: read from its manifest, nothing trained or written."""
+    metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items()}
+    report = GateReport(**manifest["validation"])
+    result = _result(name, fp, Path(manifest.get("run_dir") or lake.data_dir / "runs" / f"{name}-{fp}"),
+                     lake.data_dir / "models" / name / fp, source, int(metrics.get("steps", 0)), metrics, report,
+                     None, start)
+    return result.model_copy(update={"reused": True, "export_format": manifest.get("format", "huggingface")})
 
 
 def _strategy(cfg: PretrainConfig):
@@ -190,11 +302,15 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list, progress_
 # ---- the stage --------------------------------------------------------------------------------------
 def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lake: Lake,
                  catalog: Catalog | None = None, progress: Progress | None = None, run_dir: str | Path | None = None,
-                 resume: bool = False) -> PretrainResult:
+                 resume: bool = False, refuse_other_runs: bool = True) -> PretrainResult:
     """Pretrain ``config.model`` on ``examples``; export it as model ``name`` if the gate passes.
 
-    ``resume=True`` continues ``run_dir`` (default: this name, examples and config's run) from its last
-    checkpoint, or starts it when it has none. Raises :class:`PretrainInterrupted` after a SIGTERM/SIGINT
+    When the export of this name, examples and config exists, it is returned (``reused``) and nothing
+    runs. ``resume=True`` continues ``run_dir`` (default: this name, examples and config's run) from its
+    newest loadable checkpoint, or starts it when it has none; it is refused when only another run of this
+    name exists (another config or other examples), which it would not continue, unless
+    ``refuse_other_runs=False`` (the flows: a re-run picks up its own run, and a changed config is a new
+    run, as in every content-addressed stage). Raises :class:`PretrainInterrupted` after a SIGTERM/SIGINT
     checkpoint, GateError (report in ``<data_dir>/reports``) when the gate fails. ``catalog`` is taken for
     the uniform stage signature; models are not datasets and are not indexed there.
     """
@@ -205,15 +321,20 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     check_config(source, config)
     model_cfg = model_config_for(source, config)
     fp = run_fingerprint(source, config)
-    run_dir = Path(run_dir) if run_dir else lake.data_dir / "runs" / f"{name}-{fp}"
+    manifest = find_export(lake, name, fp)
+    if manifest is not None:  # same examples, same config: the model exists (the run is left as it is)
+        return reused_result(name, fp, source, manifest, lake, start)
+    default_dir = lake.data_dir / "runs" / f"{name}-{fp}"
+    if resume and refuse_other_runs and not run_dir and not (default_dir / "checkpoints").is_dir():
+        check_resume(lake, name, fp, config, source)
+    run_dir = Path(run_dir) if run_dir else default_dir
 
     datamodule = PretrainDataModule(source, config)
     bar = isinstance(progress, TqdmProgress) and not progress.disable
     cuda = config.accelerator == "gpu" or (config.accelerator == "auto" and torch.cuda.is_available())
     callbacks: list[Any] = [Throughput(model_cfg, config.resolved_precision(cuda), config.peak_tflops,
                                        config.log_every_n_steps), RunCheckpoints(run_dir / "checkpoints")]
-    if not bar:
-        callbacks.append(StepProgress(progress, f"pretraining {name}"))
+    callbacks.append(StepBar(name) if bar else StepProgress(progress, f"pretraining {name}"))
     trainer = build_trainer(config, run_dir, callbacks, bar, cuda)
     datamodule.make_layout(trainer.world_size)  # the world size decides the data layout and the steps
     total = total_steps_for(source, config, trainer.world_size)
@@ -221,11 +342,12 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     for cb in callbacks:
         if hasattr(cb, "total_steps"):
             cb.total_steps = total
-    ckpt = prepare_run_dir(run_dir, config, model_cfg, resume, write=trainer.is_global_zero)
+    info = {"name": name, "fingerprint": fp, "examples": source.handle.ref()}
+    found = prepare_run_dir(run_dir, config, model_cfg, resume, write=trainer.is_global_zero, info=info)
+    ckpt, resumed = found if found else (None, None)
 
     pl.seed_everything(config.seed, workers=False, verbose=False)  # the initial weights
     module = PretrainModule(model_cfg.to_dict(), config.model_dump(mode="json"), total)
-    resumed = _checkpoint_step(ckpt) if ckpt else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # our checkpoints hold no pickles
 
     if not trainer.is_global_zero:  # under torchrun / re-launched DDP, rank 0 reports and exports
@@ -237,7 +359,8 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
         raise PretrainInterrupted(f"pretraining {name} stopped on {state['signal']} at step {state['global_step']} "
                                   f"of {total}; checkpoint {state['checkpoint']}. Resume with the same command "
                                   f"and --resume (resume=True, run_dir={str(run_dir)!r}).")
-    return finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+    result = finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+    return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None})
 
 
 def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,

@@ -90,9 +90,9 @@ def test_sigint_saves_at_a_step_boundary_and_resuming_is_exact(lake, examples, s
     result = run_pretrain(examples, "stopped", PretrainConfig(**CONFIG), lake, run_dir=run_dir, resume=True)
     assert result.resumed_from_step == 8 and result.model_dir is not None
     assert_same_run(straight, run_dir)
-    # a finished run resumed again trains nothing more and exports the same model again
+    # a finished run resumed again finds its model: nothing is trained or written
     again = run_pretrain(examples, "stopped", PretrainConfig(**CONFIG), lake, run_dir=run_dir, resume=True)
-    assert again.resumed_from_step == 24 and again.model_dir == result.model_dir
+    assert again.reused and again.model_dir == result.model_dir and again.steps == 24
     assert_same_run(straight, run_dir)
 
 
