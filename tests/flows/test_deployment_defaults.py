@@ -50,6 +50,20 @@ def test_deployment_defaults_are_the_demo_steps_each_naming_what_the_one_before_
         assert options == cls.from_yaml(DEMO_CONFIGS / f"{preset}.yaml"), preset
 
 
+def test_tasks_and_finetune_defaults_continue_the_demo_chain():
+    from bertplat.finetune.config import FinetuneConfig
+    from bertplat.tasks.spec import TaskSpec
+    from flows.finetune import FinetuneParams
+    from flows.tasks import TasksParams
+
+    params = deployment_params()
+    tasks = TasksParams(**params["tasks"])
+    finetune = FinetuneParams(**params["finetune"])
+    assert finetune.model == PretrainParams(**params["pretrain"]).name
+    assert finetune.task == TaskSpec.from_yaml(tasks.spec).name
+    assert finetune.options == FinetuneConfig.from_yaml(DEMO_CONFIGS.parent / "finetune" / "demo.yaml")
+
+
 @pytest.mark.server
 def test_missing_input_dataset_names_the_form_field_and_the_deployment_that_makes_it(data_dir):
     state = vocab_flow(VocabParams(corpus="corpus", name="v"), return_state=True)
