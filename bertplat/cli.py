@@ -25,12 +25,15 @@ app.add_typer(catalog_app, name="catalog")
 def _mount_stage_apps() -> None:
     # Stage packages keep their own commands (bertplat/<stage>/cli.py) and import this module's helpers
     # lazily inside the commands, so there is no import cycle.
+    from bertplat.embed.cli import dedup, embed, search
     from bertplat.finetune.cli import evaluate_command, finetune_command
     from bertplat.tasks.cli import tasks_app
 
     app.add_typer(tasks_app, name="tasks", short_help=tasks_app.info.help)  # the whole summary in --help
     app.command("finetune")(finetune_command)
     app.command("evaluate")(evaluate_command)
+    for command in (embed, search, dedup):
+        app.command()(command)
 
 
 _mount_stage_apps()
