@@ -27,9 +27,13 @@ def _mount_stage_apps() -> None:
     # lazily inside the commands, so there is no import cycle.
     from bertplat.embed.cli import dedup, embed, search
     from bertplat.finetune.cli import evaluate_command, finetune_command
+    from bertplat.registry.cli import models_app
+    from bertplat.serve import serve_command
     from bertplat.tasks.cli import tasks_app
 
     app.add_typer(tasks_app, name="tasks", short_help=tasks_app.info.help)  # the whole summary in --help
+    app.add_typer(models_app, name="models", short_help=models_app.info.help)
+    app.command("serve")(serve_command)
     app.command("finetune")(finetune_command)
     app.command("evaluate")(evaluate_command)
     for command in (embed, search, dedup):
