@@ -36,6 +36,7 @@ from typing import Any, Literal
 import duckdb
 
 from bertplat.lake import DatasetHandle, Lake, check_kind, check_name, read_manifest, write_json_atomic
+from bertplat.registry.schema import REGISTRY_SCHEMA, registry_views
 
 UNION_VIEWS = ("rejects",)  # table kinds that also get one view over all datasets
 Registration = Literal["indexed", "deferred"]
@@ -71,6 +72,14 @@ SELECT d.kind, d.name, d.fingerprint, t.table_kind, t.pattern
 FROM datasets d JOIN dataset_tables t USING (kind, name, fingerprint)
 QUALIFY row_number() OVER (PARTITION BY d.kind, d.name, t.table_kind ORDER BY d.registered_at DESC) = 1
 ORDER BY d.kind, d.name, t.table_kind
+"""
+
+MODEL_KIND = "model"  # registered models: in the registry tables, listed with the datasets
+_MODEL_ROWS = """
+SELECT 'model' AS kind, v.name, v.version_id AS fingerprint, v.registered_at AS created_at,
+       to_json(struct_pack(version := 'v' || v.number, files := (SELECT count(*) FROM registry_files f
+                WHERE f.name = v.name AND f.version_id = v.version_id), origin := v.origin)) AS counts, v.path
+FROM registry_versions v
 """
 
 _LOCKED = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
@@ -121,6 +130,7 @@ class Catalog:
         try:
             if not (read_only or confined):
                 con.execute(_SCHEMA)
+                con.execute(REGISTRY_SCHEMA)
             yield con
         finally:
             con.close()
@@ -176,6 +186,15 @@ class Catalog:
                 except duckdb.Error:
                     pass  # a failed COMMIT has already rolled back
                 raise
+
+    def transaction(self, timeout_s: float | None = None):
+        """A write connection inside one transaction (the registry's writes use it): everything in the
+        block commits, or nothing. Waits up to ``timeout_s`` (default ``lock_timeout_s``) for the file."""
+        return self._transaction(timeout_s=timeout_s)
+
+    def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Recreate every view (datasets' and the registry's) on a write connection."""
+        self._refresh_views(con)
 
     # -- registering -------------------------------------------------------------------------
     def register(self, handle: DatasetHandle) -> Registration:
@@ -269,6 +288,8 @@ class Catalog:
                 )
         for table_kind, parts in union_parts.items():
             views[table_kind] = " UNION ALL BY NAME ".join(parts)
+        if _has_registry(con):
+            views.update(registry_views(con))
         return views
 
     def _parquet_source(self, kind: str, name: str, fp: str, glob: str) -> str:
@@ -289,6 +310,8 @@ class Catalog:
             indexed = {tuple(r) for r in con.execute("SELECT kind, name, fingerprint FROM datasets").fetchall()}
             existing = {r[0] for r in con.execute(_USER_VIEWS).fetchall()}
             wanted = set(self._wanted_views(con))
+            registered = con.execute("SELECT name, number, version_id, path FROM registry_versions ORDER BY 1, 2"
+                                     ).fetchall() if _has_registry(con) else []
         for kind, name, fp in sorted(in_lake - indexed):
             problems.append(f"{kind}/{name}@{fp} is in the lake but not in the catalog")
         for kind, name, fp in sorted(indexed - in_lake):
@@ -296,6 +319,8 @@ class Catalog:
         problems += [f"view {v} is missing" for v in sorted(wanted - existing)]
         problems += [f"view {v} belongs to no dataset" for v in sorted(existing - wanted)]
         problems += [f"{h.ref()} is waiting to be indexed (the catalog was busy)" for h in self.pending()]
+        problems += [f"model {name}@v{number} ({vid}) is registered but its directory {path} is gone"
+                     for name, number, vid, path in registered if not Path(path).is_dir()]
         return problems
 
     # -- querying ----------------------------------------------------------------------------
@@ -327,26 +352,65 @@ class Catalog:
             return columns, cursor.fetchall()
 
     def versions(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT kind, name, fingerprint, created_at, counts, path FROM datasets "
-               + ("WHERE kind = ? " if kind else "") + "ORDER BY kind, name, created_at")
-        columns, rows = self.fetch(sql, [check_kind(kind)] if kind else None)
+        """Every dataset version, and every registered model version (kind ``model``, its version id as
+        the fingerprint), optionally of one kind."""
+        if kind and kind != MODEL_KIND:
+            check_kind(kind)
+        with self.connect(read_only=True) as con:
+            models = _has_registry(con)
+        parts = []
+        if kind != MODEL_KIND:
+            parts.append("SELECT kind, name, fingerprint, created_at, counts, path FROM datasets"
+                         + (" WHERE kind = $kind" if kind else ""))
+        if models and kind in (None, MODEL_KIND):
+            parts.append(_MODEL_ROWS)
+        if not parts:
+            return []
+        sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ") ORDER BY kind, name, created_at"
+        columns, rows = self.fetch(sql, {"kind": kind} if kind and kind != MODEL_KIND else None)
         return [dict(zip(columns, row)) for row in rows]
 
     def lineage(self, kind: str, name: str) -> list[tuple]:
-        """Every ancestor (kind, name, fingerprint) of the newest version of a dataset."""
-        handle = self.lake.latest(check_kind(kind), check_name(name))
+        """Every ancestor (kind, name, fingerprint) of the newest version of a dataset or registered model
+        (for a model: down to the raw input files, kind ``file``, name its path, fingerprint its sha256)."""
+        check_name(name)
+        with self.connect(read_only=True) as con:
+            models = _has_registry(con)
+            newest = con.execute("SELECT version_id FROM registry_versions WHERE name = ? ORDER BY number DESC "
+                                 "LIMIT 1", [name]).fetchall() if models and kind == MODEL_KIND else []
+        if kind == MODEL_KIND:
+            if not newest:
+                from bertplat.lake import DatasetNotFound
+
+                raise DatasetNotFound(f"no registered model named {name!r} in {self.path}; `bertplat models list` "
+                                      "shows the registered models")
+            fp = newest[0][0]
+        else:
+            fp = self.lake.latest(check_kind(kind), name).fingerprint
+        edges = "SELECT kind, name, fingerprint, parent_kind, parent_name, parent_fingerprint FROM lineage"
+        if models:
+            edges += (" UNION SELECT child_kind, child_name, child_ref, parent_kind, parent_name, parent_ref "
+                      "FROM registry_lineage")
         _, rows = self.fetch(
-            """
-            WITH RECURSIVE up(kind, name, fingerprint) AS (
+            f"""
+            WITH RECURSIVE edges AS ({edges}),
+            up(kind, name, fingerprint) AS (
                 SELECT ?, ?, ?
                 UNION
                 SELECT l.parent_kind, l.parent_name, l.parent_fingerprint
-                FROM lineage l JOIN up USING (kind, name, fingerprint)
+                FROM edges l JOIN up USING (kind, name, fingerprint)
             ) SELECT * FROM up
             """,
-            [kind, name, handle.fingerprint],
+            [kind, name, fp],
         )
         return rows
+
+
+def _has_registry(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the registry's tables exist (a catalog written before the registry has none until its next
+    write)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'registry_versions'"
+                            ).fetchall()[0][0])
 
 
 def single_select(sql: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from bertplat.finetune.config import FinetuneConfig
@@ -38,6 +38,8 @@ class FinetuneParams(BaseModel):
     grid_lr: list[float] = Field(default_factory=list, description="Grid: learning rates (empty: options.lr only).")
     grid_epochs: list[int] = Field(default_factory=list, description="Grid: epochs (empty: options.epochs only).")
     grid_seeds: list[int] = Field(default_factory=list, description="Grid: seeds (empty: options.seed only).")
+    register: bool = Field(default=True, description="Register the exported model (the grid's winner) in the model "
+                           "registry, with its evaluations, lineage and model card.")
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=retry_on_io_error,
@@ -47,6 +49,27 @@ def finetune_model(model: str, task_ref: str, name: str, options: FinetuneConfig
     with gate_report_on_failure("model", name):
         handle = resolve_input(lake, "tasks", task_ref, "task", "tasks")
         return run_finetune(model, handle, name, options, lake, catalog, progress=run_progress(), resume=resume)
+
+
+@task(task_run_name="register-model")
+def register_export(model_dir: str) -> dict:
+    """Register an export in the model registry; returns the version's name, number, id and card path."""
+    from bertplat.registry.store import register_model
+
+    _, lake, catalog = context()
+    version = register_model(model_dir, lake, catalog)
+    get_run_logger().info(version.summary())
+    return {"ref": version.ref, "version_id": version.version_id, "card": str(version.path / "README.md")}
+
+
+def publish_card_link(version: dict) -> None:
+    """A link artifact to the registered version's model card."""
+    from prefect.artifacts import create_link_artifact
+
+    name = version["ref"].split("@")[0]
+    create_link_artifact(link=Path(version["card"]).resolve().as_uri(), link_text=f"model card of {version['ref']}",
+                         key=artifact_key("model-card", name),
+                         description=f"{version['ref']} ({version['version_id']}) in the model registry")
 
 
 def confusion_rows(result: FinetuneResult, labels: list[str]) -> list[dict]:
@@ -151,4 +174,6 @@ def finetune_flow(params: FinetuneParams) -> str:
                       description=f"{params.name}: the grid's dev scores ({len(pairs)} of {len(cells)} cells "
                                   f"passed their gate); winner by dev {best.metric}")
     publish_finetune_summary(best)
+    if params.register:
+        publish_card_link(register_export(str(best.model_dir)))
     return str(best.model_dir)

@@ -35,6 +35,8 @@ class PretrainParams(BaseModel):
     resume: bool = Field(default=True, description="Continue this run from its last checkpoint when it has one "
                          "(a retry or a re-run after a stop picks up where it left off); a changed config under "
                          "the same name starts a new run.")
+    register: bool = Field(default=True, description="Register the exported model in the model registry (lineage "
+                           "to the raw files, file hashes, model card); a bertplat-format (pre-LN) export too.")
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=retry_on_io_error,
@@ -77,6 +79,10 @@ def publish_pretrain_summary(result: PretrainResult) -> None:
 def pretrain_flow(params: PretrainParams) -> str:
     result = pretrain_model(params)
     publish_pretrain_summary(result)
+    if params.register:
+        from flows.finetune import publish_card_link, register_export
+
+        publish_card_link(register_export(str(result.model_dir)))
     return str(result.model_dir)
 
 

@@ -97,12 +97,19 @@ def model_lineage(model_dir: Path, task: DatasetHandle) -> list[dict[str, Any]]:
     return parents
 
 
-def resolve_model(ref: str | Path, lake: Lake) -> Path:
-    """A model directory (``package:PACKAGE/DIR`` inside an installed package too), or NAME /
-    NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
+def resolve_model(ref: str | Path, lake: Lake, catalog: Catalog | None = None) -> Path:
+    """A model directory (``package:PACKAGE/DIR`` inside an installed package too), a registry reference
+    (``name@production``, ``name@v3``, ``name@<version id>``, ``name``: its newest registered version), or
+    NAME / NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
+    from bertplat.registry import resolve_reference
+
     path = Path(resolve_package_path(str(ref)))
     if path.is_dir():
         return path
+    catalog = catalog or Catalog(lake.data_dir / "catalog.duckdb", lake)
+    registered = resolve_reference(str(ref), lake, catalog)
+    if registered is not None:
+        return registered
     name, _, fp = str(ref).partition("@")
     base = lake.data_dir / "models" / name
     if fp:
@@ -112,7 +119,8 @@ def resolve_model(ref: str | Path, lake: Lake) -> Path:
         found = sorted((d for d in base.iterdir() if (d / MANIFEST).is_file()), key=lambda d: (d / MANIFEST).stat().st_mtime)
         if found:
             return found[-1]
-    raise ValueError(f"{ref} is neither a model directory nor a model NAME[@FINGERPRINT] under {lake.data_dir / 'models'}")
+    raise ValueError(f"{ref} is neither a model directory, a registered model (bertplat models list) nor a model "
+                     f"NAME[@FINGERPRINT] under {lake.data_dir / 'models'}")
 
 
 # ---- inference --------------------------------------------------------------------------------
@@ -165,7 +173,7 @@ def run_evaluate(model_dir_or_ref: str | Path, task: DatasetHandle, split: str, 
     unless ``config`` is given; a model whose head does not match the task's labels is refused."""
     start = time.monotonic()
     progress = progress or NullProgress()
-    model_dir = resolve_model(model_dir_or_ref, lake)
+    model_dir = resolve_model(model_dir_or_ref, lake, catalog)
     manifest_path = model_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     if config is None:
