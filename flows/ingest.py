@@ -70,6 +70,7 @@ def publish_ingest_summary(result: IngestResult) -> None:
         f"characters {c['characters']:,}, rejects {c['rejects']:,}", "",
         "### characters per document", "", text_histogram(result.stats["length_bins"], result.stats["length_histogram"]),
     ]
+    lines += quality_markdown(result.stats)
     plot = result.dataset.path / "_report" / "length_histogram.png"
     if plot.exists():
         lines += ["", png_markdown(plot, "length histogram")]
@@ -80,6 +81,27 @@ def publish_ingest_summary(result: IngestResult) -> None:
     per_source = result.report.stats.get("per_source", {})
     publish_table([{"source": s, **v} for s, v in per_source.items()], key=artifact_key("corpus", name, "sources"),
                   description=f"corpus {name}: documents, sentences and characters per source")
+
+
+def quality_markdown(stats: dict) -> list[str]:
+    """The quality section of the artifact: per filter, documents and characters removed with examples,
+    and the length histogram before the filters (the one above is after them and after dedup)."""
+    quality = stats.get("quality") or {}
+    if not quality:
+        return []
+    lines = ["", "### quality filters and near-duplicates", "",
+             "| filter | removed | characters | example |", "|---|---:|---:|---|"]
+    for reason, q in sorted(quality.items()):
+        removed = f"{q['lines']:,} lines" if "lines" in q else f"{q['documents']:,}"
+        examples = "<br>".join(f"`{e['file']}` record {e['record']}: {e['detail']} - "
+                               f"{e['text'][:80]!r}".replace("|", "\\|") for e in q["examples"][:3])
+        lines.append(f"| `{reason}` | {removed} | {q['characters']:,} | {examples} |")
+    lines += ["", "Query them: `SELECT reason, detail FROM rejects_NAME WHERE reason LIKE 'quality_%' OR reason = "
+              "'near_duplicate'`"]
+    if before := stats.get("length_histogram_before_filters"):
+        lines += ["", "### characters per document before the quality filters", "",
+                  text_histogram(stats["length_bins"], before)]
+    return lines
 
 
 @flow(name="ingest", description="Ingest raw corpora into a validated, deduplicated Parquet corpus.")

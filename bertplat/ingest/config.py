@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertplat.config import StageConfig
+from bertplat.ingest.neardup import NearDedup
+from bertplat.ingest.quality import QualityFilters
 
 Format = Literal["auto", "text", "jsonl", "json", "csv", "tsv", "parquet", "wikiextractor", "gutenberg"]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
@@ -72,6 +74,28 @@ class IngestConfig(StageConfig):
         default="keep",
         description="WikiExtractor repeats the title as the first line of each article; keep it in "
         "the text (as the original BERT data did) or drop it.",
+    )
+    markup_cleanup: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Remove WikiExtractor leftovers (bertplat.ingest.cleanup): HTML entities unescaped, "
+        "markup-only lines and inline tags removed, formula_N/codice_N placeholders removed (or replaced by "
+        "placeholder_token), empty parentheses and dangling punctuation tidied. 'auto': on for WikiExtractor "
+        "input (both forms), off for the others; 'on': every input; 'off': none.",
+    )
+    placeholder_token: str = Field(
+        default="", max_length=32,
+        description="What formula_N and codice_N become when markup clean-up is on ('' removes them).",
+    )
+    quality: QualityFilters = Field(
+        default_factory=QualityFilters,
+        description="Quality filter thresholds (bertplat.ingest.quality); each is off unless set, except that "
+        "garbled (mojibake) lines are dropped. Filtered documents go to the rejects table with the measured "
+        "value; they are reported but, like duplicates, do not count towards max_reject_ratio.",
+    )
+    near_dedup: NearDedup = Field(
+        default_factory=NearDedup,
+        description="Near-duplicate removal with MinHash + LSH over word shingles, after exact dedup "
+        "(bertplat.ingest.neardup); off unless near_dedup.threshold is set.",
     )
     min_chars: int = Field(default=1, ge=1, description="Documents shorter than this (after normalisation) are rejected.")
     max_record_bytes: int = Field(

@@ -32,6 +32,7 @@ class Record:
     label: str | None = None
     source_id: str | None = None
     unwrap: bool = False        # hard-wrapped text whose single newlines should become spaces
+    markup: bool = False        # WikiExtractor output: markup clean-up applies when markup_cleanup is 'auto'
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class Records:
     source_ids: list[str | None]
     first_record: int          # record number of texts[0]; the rest follow consecutively
     lines: list[int]
+    markup: bool = False       # WikiExtractor output (see Record.markup)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -239,6 +241,7 @@ def _with_defaults(item: Record | Reject, obj: Any, defaults: dict[str, str] | N
             item.title = _optional_str(obj, defaults["title"])
         if item.source_id is None and "id" in defaults:
             item.source_id = _optional_str(obj, defaults["id"])
+        item.markup = True      # only WikiExtractor --json passes defaults
     return item
 
 
@@ -511,12 +514,14 @@ def _doc_records(docs: tuple[list[bytes], list[bytes], list[bytes]], first: int,
     titles_text = [_attr_text(t) for t in titles]
     if cfg.wikiextractor_title_line == "drop":
         bodies = [_drop_title_line(b, t) for b, t in zip(bodies, titles_text)]
-    return Records(bodies, titles_text, [i.decode("utf-8", "replace") for i in ids], first, lines)
+    return Records(bodies, titles_text, [i.decode("utf-8", "replace") for i in ids], first, lines, markup=True)
 
 
 def _drop_title_line(body: bytes, title: str) -> bytes:
+    """The body without its first line when that line is the title (``title`` is unescaped already;
+    the line is compared unescaped too, so ``Batman &amp; Robin`` matches ``Batman & Robin``)."""
     first, _, rest = body.lstrip(b"\n").partition(b"\n")
-    return rest if title and first.strip().decode("utf-8", "replace") == title.strip() else body
+    return rest if title and _attr_text(first.strip()) == title.strip() else body
 
 
 def _skip_past_close(stream: BinaryIO, buf: bytes, line: int, chunk: int) -> tuple[int, bytes, bool]:
@@ -551,7 +556,7 @@ def _doc_record(payload: tuple[bytes, bytes], record: int, line: int, cfg: Inges
     title = attrs.get("title")
     if cfg.wikiextractor_title_line == "drop" and title:
         body = _drop_title_line(body, title)
-    return Record(body, record, line, title, None, attrs.get("id"))
+    return Record(body, record, line, title, None, attrs.get("id"), markup=True)
 
 
 # -- Project Gutenberg -----------------------------------------------------------------------

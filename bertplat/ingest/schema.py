@@ -7,7 +7,8 @@ import pyarrow
 SCHEMA_VERSION = 1
 # Bumped whenever the same inputs and config would give different documents (a reader or text rule
 # changed), so old versions are not reused for new code. Part of the fingerprint.
-ALGORITHM_VERSION = 2   # 2: BOMs and UTF-16/32, damaged streams kept up to the damage, ids of kept copies
+ALGORITHM_VERSION = 3   # 2: BOMs and UTF-16/32, damaged streams kept up to the damage, ids of kept copies
+# 3: segmentation (lower-case abbreviations, full-width stops, nested quotes), markup clean-up, mojibake lines
 
 CORPUS_SCHEMA = pyarrow.schema([
     pyarrow.field("doc_id", pyarrow.string(), nullable=False),   # blake2b-128 of the normalised text, hex

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
+import shutil
 import threading
 import time
 from collections import Counter
@@ -43,12 +44,21 @@ class IngestResult(StageResult):
 
     counts: dict[str, int]
 
+    def _quality_line(self) -> str:
+        c = self.counts
+        parts = []
+        if c.get("near_duplicates"):
+            parts.append(f"{c['near_duplicates']:,} near-duplicates dropped")
+        if c.get("filtered"):
+            parts.append(f"{c['filtered']:,} filtered by quality")
+        return "".join(p + ", " for p in parts)
+
     def summary(self) -> str:
         c = self.counts
         verb = self._verb("written")
         return (f"corpus {self.dataset.name}@{self.dataset.fingerprint}: {c['documents']:,} documents, "
                 f"{c['sentences']:,} sentences, {c['characters']:,} characters from {c['files']:,} files "
-                f"({c['duplicates']:,} duplicates dropped, {c['rejects']:,} rejects) - {verb}\n"
+                f"({c['duplicates']:,} duplicates dropped, {self._quality_line()}{c['rejects']:,} rejects) - {verb}\n"
                 f"  {self.dataset.uri}\n"
                 f"  DuckDB: SELECT * FROM corpus_{self.dataset.name};  SELECT * FROM rejects_{self.dataset.name};")
 
@@ -85,10 +95,15 @@ def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, 
         duplicates = _drop_duplicates(out, parts) if config.dedup else 0
         copies_kept = 0 if config.dedup else _rename_duplicates(out, parts)
         parts = [p for p in parts if (out / p).exists()]
-        counts = _counts(results, duplicates, files)
+        near = _drop_near_duplicates(out, parts, results, config, progress) if config.near_dedup.threshold else {}
+        shutil.rmtree(out / "_near", ignore_errors=True)
+        parts = [p for p in parts if (out / p).exists()]
+        counts = _counts(results, duplicates, files, near.get("documents", 0))
         report = validate_corpus(out, parts, counts, config, dataset=f"{KIND}/{name}@{fp}", progress=progress,
                                  checked=[c for r in results for c in r.schema_failures])
         stats = {**_stats(results, counts), "duplicate_copies_kept": copies_kept}
+        stats["quality"] = _quality_stats(results, near)
+        add_quality_checks(report, stats["quality"])
         if not report.passed:
             path = report.write(lake.data_dir / "reports")
             _keep_rejects_for_debugging(out, path)
@@ -288,7 +303,8 @@ def _rewrite_without(path: Path, rows: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def _counts(results: list[TaskResult], duplicates: int, files: list[InputFile]) -> dict[str, int]:
+def _counts(results: list[TaskResult], duplicates: int, files: list[InputFile], near_duplicates: int = 0
+            ) -> dict[str, int]:
     documents_before = sum(r.documents for r in results)
     per_source = Counter()
     for r in results:
@@ -300,7 +316,9 @@ def _counts(results: list[TaskResult], duplicates: int, files: list[InputFile]) 
         "records": sum(r.records for r in results),
         "documents_before_dedup": documents_before,
         "duplicates": duplicates,
-        "documents": documents_before - duplicates,
+        "near_duplicates": near_duplicates,
+        "filtered": sum(v for r in results for k, v in r.filtered.items() if k != "quality_mojibake_line"),
+        "documents": documents_before - duplicates - near_duplicates,
         "rejects": sum(r.rejects for r in results),
         "file_rejects": sum(r.file_rejects for r in results),
         "sentences": 0,      # filled from the shards by the gate (after dedup)
@@ -322,7 +340,82 @@ def _stats(results: list[TaskResult], counts: dict[str, int]) -> dict[str, Any]:
         "reject_reasons": dict(reasons),
         "length_bins": LENGTH_BINS,
         "length_histogram": hist.tolist(),
+        "length_histogram_before_filters": np.sum([r.length_hist_before_filters for r in results], axis=0
+                                                  ).astype(int).tolist() if results else [0] * len(LENGTH_BINS),
     }
+
+
+def _quality_stats(results: list[TaskResult], near: dict[str, Any]) -> dict[str, Any]:
+    """Per quality filter (and near-dedup): documents and characters removed, a few examples."""
+    out: dict[str, Any] = {}
+    for r in results:
+        for reason, n in r.filtered.items():
+            q = out.setdefault(reason, {"documents": 0, "characters": 0, "examples": []})
+            q["documents"] += n
+            q["characters"] += r.filtered_chars[reason]
+            q["examples"] = (q["examples"] + r.filtered_examples.get(reason, []))[:3]
+    if near:
+        out["near_duplicate"] = {k: near[k] for k in ("documents", "characters", "examples")}
+    if "quality_mojibake_line" in out:   # lines, not documents
+        out["quality_mojibake_line"]["lines"] = out["quality_mojibake_line"].pop("documents")
+    return out
+
+
+def add_quality_checks(report: GateReport, quality: dict[str, Any]) -> None:
+    """One informational line per quality filter in the gate report (removals are decisions, not failures)."""
+    for reason, q in sorted(quality.items()):
+        what = f"{q['lines']:,} lines" if "lines" in q else f"{q['documents']:,} documents, {q['characters']:,} characters"
+        example = q["examples"][0] if q["examples"] else None
+        detail = f"e.g. {example['file']} record {example['record']}: {example['detail']}" if example else ""
+        report.add(f"quality: {reason}", True, observed=f"{what} removed", expected="reported", detail=detail[:300])
+
+
+def _drop_near_duplicates(out: Path, parts: list[str], results: list[TaskResult], cfg: IngestConfig,
+                          progress: Progress) -> dict[str, Any]:
+    """Remove near-duplicates (``bertplat.ingest.neardup``) from the shards; each goes to the rejects
+    table pointing at the document it duplicates. Returns counts and examples."""
+    from bertplat.ingest.neardup import find_near_duplicates
+
+    sig_files = sorted(str(out / "_near" / p) for r in results for p in r.signature_parts)
+    if not parts or not sig_files:
+        return {"documents": 0, "characters": 0, "examples": []}
+    con = _connect_for_dedup(out)
+    try:
+        with progress.task("near-dedup (MinHash LSH)", total=1, unit="steps") as bar:
+            found = find_near_duplicates(con, sig_files, cfg.near_dedup)
+            bar.advance(1)
+        if not found:
+            return {"documents": 0, "characters": 0, "examples": []}
+        con.execute("CREATE TEMP TABLE near_found AS SELECT unnest(?::VARCHAR[]) AS doc_id, unnest(?::VARCHAR[]) "
+                    "AS kept, unnest(?::DOUBLE[]) AS jaccard",
+                    [[f[0] for f in found], [f[1] for f in found], [f[2] for f in found]])
+        con.execute("""
+            CREATE TEMP TABLE near_rows AS
+            SELECT parse_filename(c.filename) AS part, c.file_row_number AS row, c.doc_id, c.source,
+                   c.source_file, c.source_record, c.source_line, c.n_chars, left(c.text, 160) AS text, f.kept,
+                   f.jaccard
+            FROM read_parquet(?, filename = true, file_row_number = true) c JOIN near_found f USING (doc_id)
+        """, [[str(out / p) for p in parts]])
+        near_rejects = out / "rejects" / "near_duplicates.parquet"
+        con.execute("""
+            COPY (SELECT n.source, n.source_file, n.source_record AS record, n.source_line AS line,
+                         'near_duplicate' AS reason,
+                         'near-duplicate (estimated Jaccard ' || round(n.jaccard, 3) || ') of ' || k.source_file
+                         || ' record ' || k.source_record || ' (doc_id ' || n.kept || ')' AS detail
+                  FROM near_rows n JOIN read_parquet(?) k ON k.doc_id = n.kept ORDER BY n.part, n.row)
+            TO ? (FORMAT parquet, COMPRESSION zstd)
+        """, [[str(out / p) for p in parts], near_rejects.as_posix()])
+        chars = con.execute("SELECT coalesce(sum(n_chars), 0), count(*) FROM near_rows").fetchall()[0]
+        examples = [{"file": f, "record": r, "detail": f"estimated Jaccard {j:.3f} with doc_id {k}", "text": t}
+                    for f, r, j, k, t in con.execute("SELECT source_file, source_record, jaccard, kept, text "
+                                                     "FROM near_rows ORDER BY part, row LIMIT 3").fetchall()]
+        by_part = con.execute("SELECT part, list(row ORDER BY row) FROM near_rows GROUP BY part").fetchall()
+    finally:
+        con.close()
+    _cast_rejects(near_rejects)
+    for part, rows in by_part:
+        _rewrite_without(out / part, np.asarray(rows, dtype=np.int64))
+    return {"documents": int(chars[1]), "characters": int(chars[0]), "examples": examples}
 
 
 def _keep_rejects_for_debugging(out: Path, report_path: Path) -> None:

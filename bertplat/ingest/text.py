@@ -12,11 +12,17 @@ lines joined; leading and trailing whitespace stripped.
 Sentence segmentation is rule based (good enough for NSP/SOP, no model, no downloads):
 every newline ends a sentence; English ``. ! ?`` (plus closing quotes and brackets) followed by
 a space and an upper-case letter, digit or opening quote ends one, except after common
-abbreviations and single-letter initials; Chinese ``。！？`` and ``……`` (plus closing quotes)
-always end one.
+abbreviations (title-case ones anywhere; lower-case reference forms such as ``c.``, ``p.``,
+``no.``, ``vol.`` before a number; ``e.g.``, ``i.e.``, ``cf.``, ``approx.`` always) and initials;
+Chinese ``。！？`` and the other full-width and ideographic stops (``．`` U+FF0E, ``｡`` U+FF61,
+``︒﹒﹖﹗``) and ``……`` (plus closing quotes) always end one, except ``．`` between digits, and
+except inside a quotation that holds a nested quotation (``『…「…」…』``, ``“…‘…’…”``): such a
+quotation closes before the sentence may end (up to ``NESTED_QUOTE_MAX`` characters).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -36,8 +42,35 @@ _ABBREVIATIONS = (
     "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|e\\.g|i\\.e|a\\.m|p\\.m|U\\.S|U\\.K|[A-Z]"
 )
 _ABBREV_RE = f"\\b({_ABBREVIATIONS})\\. "
+# Lower-case reference abbreviations end a sentence unless a number follows ("c. 1750", "world no. 1").
+_LOWER_BEFORE_NUMBER = (
+    "c|ca|cca|fl|b|d|r|n|p|pp|no|nos|vol|vols|fig|figs|ch|chap|sec|secs|para|art|op|ed|eds|col|cols|"
+    "l|ll|v|vv|nr|tab|pl|est|approx|cf|vs|v|ibid|id|ms|mss|fol|ff|lit|repr|trans|rev|ser|suppl|tr"
+)
+_LOWER_NUMBER_RE = f"\\b({_LOWER_BEFORE_NUMBER})\\. ([0-9])"
+# Lower-case forms that never end a sentence before a capital either ("e.g. Paris", "cf. Smith").
+_ALWAYS = "e\\.g|i\\.e|cf|approx|viz|vs|ca|cca|esp|incl|resp|lit|et al|sc|viz"
+_ALWAYS_RE = f"\\b({_ALWAYS})\\. "
+# Multi-letter initials and abbreviated first names ("Wm. Shakespeare", "Th. Mann", "Geo. Eliot").
+_NAMES_RE = "\\b(Wm|Th|Chas|Jas|Thos|Geo|Benj|Jos|Robt|Saml|Edw|Ch|Ph|Yu|Zh)\\. ([A-Z])"
 _EN_END_RE = "([.!?]+[\"'\u201d\u2019)\\]]*) +([\"'\u201c\u2018(\\[]?[A-Z0-9])"
-_ZH_END_RE = "((?:[\u3002\uff01\uff1f]|\u2026\u2026)+[\u201d\u2019\u300d\u300f\uff09\u3011\u300b\"]*)"
+# Chinese stops: 。！？, full-width ．, half-width ｡, vertical ︒, small ﹒﹖﹗, and an ellipsis …… .
+ZH_STOPS = "\u3002\uff01\uff1f\uff0e\uff61\ufe12\ufe52\ufe56\ufe57"
+_ZH_CLOSERS = "\u201d\u2019\u300d\u300f\uff09\u3011\u300b\u3009\ufe42\ufe44\""
+_ZH_END_RE = f"((?:[{ZH_STOPS}]|\u2026\u2026)+[{_ZH_CLOSERS}]*)"
+# A full-width full stop between digits is a decimal point ("３．１４"), not a sentence end.
+_DECIMAL_FW_RE = "([0-9\uff10-\uff19])\uff0e([0-9\uff10-\uff19])"
+_PROTECTED_FW_DOT = "\x1e"
+# A quotation holding a nested quotation, one level deep (the outer pair, then the inner pair):
+# its stops are protected so that it closes before a sentence ends.
+NESTED_QUOTE_MAX = 600
+_NESTED_PAIRS = (("\u300e", "\u300f", "\u300c", "\u300d"), ("\u300c", "\u300d", "\u300e", "\u300f"),
+                 ("\u201c", "\u201d", "\u2018", "\u2019"))
+_NESTED_RE = "|".join(f"{o}[^{o}{c}\n]*{io}[^{o}{c}\n]*{c}" for o, c, io, _ in _NESTED_PAIRS)
+# Stops inside a nested quotation become private-use characters until the split is done.
+_STOP_CHARS = ZH_STOPS + ".!?\u2026"
+_HIDDEN = "".join(chr(0xE000 + i) for i in range(len(_STOP_CHARS)))
+_HIDE = str.maketrans(_STOP_CHARS, _HIDDEN)
 # Both rules in one pass: an English match fills groups 1 and 2, a Chinese one group 3, and the
 # template "\\1\\3<newline>\\2" is right for either, since a group that did not take part is empty.
 _END_RE = f"{_EN_END_RE}|{_ZH_END_RE}"
@@ -77,18 +110,59 @@ def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
     The sentences of a text, joined, give back the text up to whitespace (a property test checks).
     """
     marked = arr
+    ascii_only = _all_ascii(arr)
+    hidden = False
     if segment:
-        marked = pc.replace_substring_regex(marked, pattern=_ABBREV_RE, replacement="\\1" + _PROTECTED_DOT + " ")
-        # a sentence end becomes a newline, so one literal split (faster than a regex split) cuts both
-        if _all_ascii(arr):
+        marked = _protect_english(marked)
+        if ascii_only:
             marked = pc.replace_substring_regex(marked, pattern=_EN_END_RE, replacement="\\1\n\\2")
         else:
+            marked = pc.replace_substring_regex(marked, pattern=_DECIMAL_FW_RE,
+                                                replacement="\\1" + _PROTECTED_FW_DOT + "\\2")
+            marked, hidden = _protect_nested_quotes(marked)
+            # a sentence end becomes a newline, so one literal split (faster than a regex split) cuts both
             marked = pc.replace_substring_regex(marked, pattern=_END_RE, replacement="\\1\\3\n\\2")
     pieces = pc.split_pattern(marked, pattern="\n")
     flat = pc.utf8_trim_whitespace(pc.list_flatten(pieces))
     if segment:
         flat = pc.replace_substring(flat, pattern=_PROTECTED_DOT, replacement=".")
+        if not ascii_only:
+            flat = pc.replace_substring(flat, pattern=_PROTECTED_FW_DOT, replacement="\uff0e")
+        if hidden:
+            for stop, mark in zip(_STOP_CHARS, _HIDDEN):
+                flat = pc.replace_substring(flat, pattern=mark, replacement=stop)
     return _drop_empty(pieces, flat)
+
+
+def _protect_english(arr: pa.StringArray) -> pa.StringArray:
+    """Dots of abbreviations and initials become a protected mark that no end rule sees."""
+    arr = pc.replace_substring_regex(arr, pattern=_ABBREV_RE, replacement="\\1" + _PROTECTED_DOT + " ")
+    arr = pc.replace_substring_regex(arr, pattern=_ALWAYS_RE, replacement="\\1" + _PROTECTED_DOT + " ")
+    arr = pc.replace_substring_regex(arr, pattern=_LOWER_NUMBER_RE, replacement="\\1" + _PROTECTED_DOT + " \\2")
+    return pc.replace_substring_regex(arr, pattern=_NAMES_RE, replacement="\\1" + _PROTECTED_DOT + " \\2")
+
+
+def _protect_nested_quotes(arr: pa.StringArray) -> tuple[pa.StringArray, bool]:
+    """Hide the stops inside quotations that hold a nested quotation (only the few texts that have
+    one go through Python), so that such a quotation closes before its sentence ends."""
+    rows = np.flatnonzero(np.asarray(pc.match_substring_regex(arr, pattern=_NESTED_RE).fill_null(False)))
+    if not len(rows):
+        return arr, False
+    nested = re.compile(_NESTED_RE)
+
+    def hide(m: re.Match) -> str:
+        span = m.group(0)
+        if len(span) > NESTED_QUOTE_MAX:
+            return span
+        # the stops that end the quotation itself stay, so the sentence ends after its closing mark
+        body = span[:-1]
+        inner = body.rstrip(_STOP_CHARS)
+        return inner.translate(_HIDE) + body[len(inner):] + span[-1]
+
+    values = [nested.sub(hide, t) for t in arr.take(pa.array(rows)).to_pylist()]
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string())), True
 
 
 def _drop_empty(pieces: pa.ListArray, flat: pa.StringArray) -> pa.ListArray:

@@ -23,8 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bertplat.ingest.cleanup import clean_markup
 from bertplat.ingest.config import IngestConfig
 from bertplat.ingest.gate import check_row_group
+from bertplat.ingest.neardup import band_keys, signatures
+from bertplat.ingest.quality import QUALITY_REASONS, drop_mojibake_lines, measure_and_filter
 from bertplat.ingest.readers import (
     FileRejected,
     Record,
@@ -93,6 +96,11 @@ class TaskResult:
     schema_failures: list = field(default_factory=list)   # gate checks of the row groups written
     per_source: dict[str, Counter] = field(default_factory=dict)
     length_hist: list[int] = field(default_factory=lambda: [0] * len(LENGTH_BINS))
+    length_hist_before_filters: list[int] = field(default_factory=lambda: [0] * len(LENGTH_BINS))
+    filtered: Counter = field(default_factory=Counter)          # quality filter -> documents (or lines) removed
+    filtered_chars: Counter = field(default_factory=Counter)    # quality filter -> characters removed
+    filtered_examples: dict[str, list] = field(default_factory=dict)   # reason -> a few (file, record, detail, text)
+    signature_parts: list[str] = field(default_factory=list)    # near-dedup signature files of the task
     bytes_read: int = 0
 
 
@@ -288,7 +296,11 @@ class _Batch:
         self.lines: list[int | None] = []
         self.files: list[InputFile] = []
         self.unwrap: list[bool] = []
+        self.markup: list[bool] = []
         self.nbytes = 0
+        self.near: tuple[list[str], np.ndarray, np.ndarray] | None = None   # doc ids, signatures, band keys
+        self.hist_before = np.zeros(len(LENGTH_BINS), dtype=np.int64)
+        self.examples: list[tuple[int, str]] = []    # (row, start of the text) of filtered documents
 
     def add(self, rec: Record, f: InputFile) -> None:
         self.texts.append(rec.text)
@@ -299,6 +311,7 @@ class _Batch:
         self.lines.append(rec.line)
         self.files.append(f)
         self.unwrap.append(rec.unwrap)
+        self.markup.append(rec.markup)
         self.nbytes += len(rec.text)
 
     def extend(self, recs: Records, f: InputFile) -> None:
@@ -311,6 +324,7 @@ class _Batch:
         self.lines += recs.lines
         self.files += [f] * n
         self.unwrap += [False] * n
+        self.markup += [recs.markup] * n
         self.nbytes += sum(map(len, recs.texts))
 
     def columns(self, rows: list[int]) -> list[pa.Array]:
@@ -387,10 +401,17 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         if not ok:
             return None, rejects
         arr = pa.array([encoded[i] for i in ok], pa.binary()).cast(pa.string())
+    arr = _clean_markup(arr, [batch.markup[i] for i in ok], cfg)
     arr = clean_whitespace(arr, unwrap)
     if not unwrap and any(batch.unwrap):   # some records (Gutenberg books) are hard-wrapped
         mask = pa.array([batch.unwrap[i] for i in ok])
         arr = pc.replace_with_mask(arr, mask, unwrap_lines(arr.filter(mask)))
+    if cfg.quality.max_mojibake_line_share is not None:
+        arr, dropped = drop_mojibake_lines(arr, cfg.quality.max_mojibake_line_share)
+        for j, line, start, share in dropped:
+            rejects.append((ok[j], "quality_mojibake_line", f"line {line} of the text dropped: {share:.3g} of its "
+                            f"characters garbled (max_mojibake_line_share={cfg.quality.max_mojibake_line_share:g}): "
+                            f"{start!r}"))
     n_chars = np.asarray(pc.utf8_length(arr), dtype=np.int64)
     short = n_chars < cfg.min_chars
     if short.any():
@@ -403,13 +424,40 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         ok = [i for i, k in zip(ok, keep) if k]
         if not ok:
             return None, rejects
+    batch.hist_before += np.histogram(n_chars, bins=[*LENGTH_BINS, np.iinfo(np.int64).max])[0]
+    if failures := measure_and_filter(arr, cfg.quality):
+        keep = np.ones(len(ok), dtype=bool)
+        for f in failures:
+            keep[f.row] = False
+            rejects.append((ok[f.row], f.reason, f"{f.detail} ({n_chars[f.row]} characters)"))
+        examples = arr.take(pa.array([f.row for f in failures[:20]])).to_pylist()
+        batch.examples += [(ok[f.row], t[:160]) for f, t in zip(failures, examples)]
+        arr = arr.filter(pa.array(keep))
+        n_chars = n_chars[keep]
+        ok = [i for i, k in zip(ok, keep) if k]
+        if not ok:
+            return None, rejects
     sentences = split_sentences(arr, cfg.segment_sentences)
+    ids = doc_ids(arr)
+    if cfg.near_dedup.threshold is not None:
+        sig = signatures(arr, cfg.near_dedup)
+        batch.near = (ids, sig, band_keys(sig, cfg.near_dedup.bands))
     table = pa.Table.from_arrays([
-        pa.array(doc_ids(arr), pa.string()), arr, sentences,
+        pa.array(ids, pa.string()), arr, sentences,
         pa.array(n_chars, pa.int32()), pc.cast(pc.list_value_length(sentences), pa.int32()),
         *batch.columns(ok),
     ], schema=CORPUS_SCHEMA)
     return table, rejects
+
+
+def _clean_markup(arr: pa.StringArray, markup: list[bool], cfg: IngestConfig) -> pa.StringArray:
+    """WikiExtractor clean-up on the texts it applies to (see ``IngestConfig.markup_cleanup``)."""
+    if cfg.markup_cleanup == "off" or (cfg.markup_cleanup == "auto" and not any(markup)):
+        return arr
+    if cfg.markup_cleanup == "on" or all(markup):
+        return clean_markup(arr, cfg.placeholder_token)
+    mask = pa.array(markup)
+    return pc.replace_with_mask(arr, mask, clean_markup(arr.filter(mask), cfg.placeholder_token))
 
 
 def doc_ids(arr: pa.StringArray) -> list[str]:
@@ -483,6 +531,7 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
     shards = _ShardWriter(out, task.index, cfg.shard_bytes)
     (out / "rejects").mkdir(exist_ok=True)
     rejects = _RejectWriter(out / "rejects" / f"part-{task.index:05d}.parquet")
+    near = _SignatureWriter(out / "_near" / f"sig-{task.index:05d}.parquet")
     batch = _Batch()
 
     def reject(f: InputFile, reason: str, detail: str, record: int | None, line: int | None) -> None:
@@ -493,13 +542,32 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
     def flush() -> None:
         if batch.texts:
             table, bad = process_batch(batch, cfg, unwrap=cfg.unwrap_lines is True)
+            examples = dict(batch.examples)
             for row, reason, detail in bad:
-                reject(batch.files[row], reason, detail, batch.records[row], batch.lines[row])
+                if reason in QUALITY_REASONS:
+                    _filtered(batch, row, reason, detail, examples.get(row))
+                else:
+                    reject(batch.files[row], reason, detail, batch.records[row], batch.lines[row])
+            result.length_hist_before_filters = [a + int(b) for a, b in
+                                                 zip(result.length_hist_before_filters, batch.hist_before)]
             if table is not None:
                 where = shards.write(table, batch.nbytes)
                 result.schema_failures += check_row_group(table, where)   # the gate's schema, per row group
                 _account(result, table)
+                if batch.near is not None:
+                    near.write(*batch.near)
             batch.clear()
+
+    def _filtered(b: _Batch, row: int, reason: str, detail: str, text: str | None) -> None:
+        """A quality filter's removal: in the rejects table, but counted apart from rejects."""
+        f = b.files[row]
+        rejects.add(f, reason, detail, b.records[row], b.lines[row])
+        result.filtered[reason] += 1
+        chars = detail.rsplit("(", 1)[-1].split(" ")[0] if reason != "quality_mojibake_line" else "0"
+        result.filtered_chars[reason] += int(chars) if chars.isdigit() else 0
+        ex = result.filtered_examples.setdefault(reason, [])
+        if len(ex) < 3:
+            ex.append({"file": f.relname, "record": b.records[row], "detail": detail, "text": text or ""})
 
     try:
         for f in task.files:
@@ -529,14 +597,45 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
     except BaseException:
         # Release the writers' files: on a full disk an open ParquetWriter keeps the space of the
         # temporary file that the failed run's clean-up deletes, until this process exits.
-        for writer in (shards, rejects):
+        for writer in (shards, rejects, near):
             with contextlib.suppress(Exception):
                 writer.close()
         raise
     shards.close()
     rejects.close()
+    result.signature_parts = near.close()
     result.parts = shards.parts
     return result
+
+
+class _SignatureWriter:
+    """Per task: doc_id, order within the task, MinHash signature and LSH band keys of every document
+    written, in writing order (the stage's near-dedup reads them)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.seq = 0
+
+    def write(self, ids: list[str], sig: np.ndarray, bands: np.ndarray) -> None:
+        n, k = sig.shape
+        table = pa.table({
+            "doc_id": pa.array(ids, pa.string()),
+            "seq": pa.array(np.arange(self.seq, self.seq + n), pa.int64()),
+            "sig": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), k),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(bands.reshape(-1)), bands.shape[1]),
+        })
+        if self.writer is None:
+            self.path.parent.mkdir(exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.seq += n
+
+    def close(self) -> list[str]:
+        if self.writer is None:
+            return []
+        self.writer.close()
+        return [self.path.name]
 
 
 def _account(result: TaskResult, table: pa.Table) -> None:

@@ -94,11 +94,14 @@ def test_wikiextractor_blocks_and_json_form(tmp_path, ingest):
         {"id": "13", "url": "u", "title": "数学", "text": "数学\n\n数学是一门学科。它很有用。"}, ensure_ascii=False) + "\n")
     result = ingest([tmp_path / "AA"])
     got = rows(result, "title, source_id, sentences, source_line")
-    assert got == [("Anarchism & Co", "12", ["Anarchism &amp; Co", "Anarchism is a philosophy.", "It rejects hierarchy."], 1),
+    # issue 15: WikiExtractor input is cleaned by default, so the escaped title line is unescaped too
+    assert got == [("Anarchism & Co", "12", ["Anarchism & Co", "Anarchism is a philosophy.", "It rejects hierarchy."], 1),
                    ("Autism", "25", ["Autism", "Autism is a condition."], 6),
                    ("数学", "13", ["数学", "数学是一门学科。", "它很有用。"], 1)]
     dropped = ingest([tmp_path / "AA"], name="notitle", wikiextractor_title_line="drop")
     assert rows(dropped, "sentences")[1] == (["Autism is a condition."],)
+    # the escaped title line is compared unescaped, so it is dropped as well
+    assert rows(dropped, "sentences")[0] == (["Anarchism is a philosophy.", "It rejects hierarchy."],)
 
 
 GUTENBERG_NEW = """The Project Gutenberg EBook of Tiny Book, by Someone

@@ -1,0 +1,255 @@
+"""Heuristic document quality filters, measured on whole batches (pyarrow compute + numpy).
+
+Each filter has a threshold in ``QualityFilters`` (None: off) and a reject reason; a document that
+fails is written to ``rejects_<name>`` with the measured value and the threshold, so a user can
+query what a filter removed before trusting it. The rules follow Gopher (Rae et al. 2021,
+appendix A: word count, mean word length, symbol share, lines without end punctuation, repeated
+lines and n-grams), with one change for Chinese: every CJK character counts as a word.
+
+Mojibake (text decoded with the wrong code page, ``庇谑欠纸鸹啡?崛≈新罚??``) is measured as the
+share of characters that are U+FFFD, a ``?`` touching a CJK character, or a UTF-8-read-as-Latin-1
+pair (``Ã©``, ``â€``). Lines over ``max_mojibake_line_share`` are dropped from the text (books hold
+a few garbled lines among good ones); a document over ``max_mojibake_share`` is rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+QUALITY_REASONS = {
+    "quality_too_few_words": "fewer words than quality.min_words (a CJK character counts as a word)",
+    "quality_mean_word_length": "mean word length outside quality.mean_word_length",
+    "quality_non_alpha": "share of non-space characters that are not letters over quality.max_non_alpha_share",
+    "quality_no_end_punct": "share of lines not ending in punctuation over quality.max_lines_without_end_punct",
+    "quality_duplicate_lines": "share of lines repeating an earlier line over quality.max_duplicate_line_share",
+    "quality_duplicate_line_chars": "share of characters in repeated lines over quality.max_duplicate_line_char_share",
+    "quality_top_ngram": "the most frequent n-gram covers more characters than quality.max_top_ngram_share[n]",
+    "quality_duplicate_ngrams": "characters inside repeated n-grams over quality.max_duplicate_ngram_share[n]",
+    "quality_mojibake": "share of garbled characters (U+FFFD, '?' in CJK text, Ã©-style pairs) over "
+                        "quality.max_mojibake_share",
+    "quality_mojibake_line": "a garbled line dropped from a document (the document is kept)",
+    "near_duplicate": "a near-copy (MinHash Jaccard estimate >= near_dedup.threshold) of an earlier document",
+}
+
+_CJK = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+_MOJIBAKE = "\ufffd|\\?" + _CJK + "|" + _CJK + "\\?|[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac"
+_END_PUNCT = "[.!?;:\u3002\uff01\uff1f\uff0e\uff61\u2026\"'\u201d\u2019\u300d\u300f)\\]\uff09]$"
+
+
+class QualityFilters(BaseModel):
+    """Thresholds of the quality filters; every one is off (None) unless set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_words: int | None = Field(default=None, ge=1, description="Reject documents with fewer words "
+                                  "(whitespace tokens; each CJK character counts as one). Gopher: 50.")
+    mean_word_length: tuple[float, float] | None = Field(
+        default=None, description="[min, max] mean length of the words without CJK characters; documents "
+        "outside are rejected (Gopher: [3, 10]). Documents with no such word pass.")
+    max_non_alpha_share: float | None = Field(default=None, ge=0, le=1, description="Reject documents where more "
+                                              "than this share of non-space characters are not letters.")
+    max_lines_without_end_punct: float | None = Field(
+        default=None, ge=0, le=1, description="Reject documents where more than this share of lines end "
+        "without punctuation (menus, lists, tables).")
+    max_duplicate_line_share: float | None = Field(default=None, ge=0, le=1, description="Reject documents where "
+                                                   "more than this share of lines repeat an earlier line (Gopher: 0.3).")
+    max_duplicate_line_char_share: float | None = Field(
+        default=None, ge=0, le=1, description="Reject documents where repeated lines hold more than this share "
+        "of characters (Gopher: 0.2).")
+    max_top_ngram_share: dict[int, float] | None = Field(
+        default=None, description="n -> share: reject documents whose most frequent word n-gram covers more "
+        "than this share of word characters (Gopher: {2: 0.2, 3: 0.18, 4: 0.16}).")
+    max_duplicate_ngram_share: dict[int, float] | None = Field(
+        default=None, description="n -> share: reject documents where repeated word n-grams cover more than "
+        "this share of word characters (Gopher: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}).")
+    max_mojibake_share: float | None = Field(default=None, ge=0, le=1, description="Reject documents where more "
+                                             "than this share of characters are garbled (see the module docstring).")
+    max_mojibake_line_share: float | None = Field(
+        default=0.02, ge=0, le=1, description="Drop lines (of 20 characters or more) where more than this share "
+        "of characters are garbled; each dropped line is listed in the rejects table. None: keep them.")
+
+    @field_validator("mean_word_length")
+    @classmethod
+    def _ordered(cls, value):
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError(f"mean_word_length must be [min, max] with 0 <= min <= max, got {list(value)}")
+        return value
+
+    @field_validator("max_top_ngram_share", "max_duplicate_ngram_share")
+    @classmethod
+    def _ngrams(cls, value):
+        if value is not None:
+            for n, share in value.items():
+                if not 1 <= n <= 20 or not 0 <= share <= 1:
+                    raise ValueError(f"n-gram thresholds need 1 <= n <= 20 and 0 <= share <= 1, got {n}: {share}")
+        return value
+
+
+@dataclass
+class Failure:
+    row: int
+    reason: str
+    detail: str
+
+
+def _sum_by(parent: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(parent, weights=values, minlength=n)
+
+
+def drop_mojibake_lines(arr: pa.StringArray, share: float) -> tuple[pa.StringArray, list[tuple[int, int, str, float]]]:
+    """``arr`` without its garbled lines, and (row, line number in the text, line start, share) for each."""
+    has = np.asarray(pc.greater(pc.count_substring_regex(arr, pattern=_MOJIBAKE), 1))
+    if not has.any():
+        return arr, []
+    import re
+
+    bad_re = re.compile(_MOJIBAKE)
+    rows = np.flatnonzero(has)
+    dropped, values = [], []
+    for row, text in zip(rows.tolist(), arr.take(pa.array(rows)).to_pylist()):
+        kept = []
+        for i, line in enumerate(text.split("\n")):
+            s = len(bad_re.findall(line)) / len(line) if len(line) >= 20 else 0.0
+            if s > share:
+                dropped.append((row, i + 1, line[:60], s))
+            else:
+                kept.append(line)
+        values.append("\n".join(kept))
+    return pc.replace_with_mask(arr, pa.array(has), pa.array(values, pa.string())), dropped
+
+
+def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters) -> list[Failure]:
+    """The first failed filter of every document that fails one (filters in the order of the config)."""
+    n = len(arr)
+    failed: dict[int, Failure] = {}
+
+    def fail(mask: np.ndarray, reason: str, values: np.ndarray, what: str) -> None:
+        for j in np.flatnonzero(mask):
+            if j not in failed:
+                failed[int(j)] = Failure(int(j), reason, f"{values[j]:.4g} {what}")
+
+    words = pc.utf8_split_whitespace(arr)
+    parent = np.asarray(pc.list_parent_indices(words))
+    flat = pc.list_flatten(words)
+    wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)
+    cjk_in_word = np.asarray(pc.count_substring_regex(flat, pattern=_CJK), dtype=np.float64)
+    if cfg.min_words is not None:
+        n_words = np.bincount(parent, minlength=n) + _sum_by(parent, np.maximum(cjk_in_word - 1, 0), n)
+        fail(n_words < cfg.min_words, "quality_too_few_words", n_words, f"words (min_words={cfg.min_words})")
+    if cfg.mean_word_length is not None:
+        plain = cjk_in_word == 0
+        count = np.bincount(parent[plain], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = _sum_by(parent[plain], wlen[plain], n) / count
+        lo, hi = cfg.mean_word_length
+        fail((count > 0) & ((mean < lo) | (mean > hi)), "quality_mean_word_length", mean,
+             f"characters per word (mean_word_length=[{lo:g}, {hi:g}])")
+    if cfg.max_non_alpha_share is not None:
+        nonspace = _sum_by(parent, wlen, n)
+        letters = np.asarray(pc.count_substring_regex(arr, pattern="[\\pL\\pM]"), dtype=np.float64)
+        share = 1 - letters / np.maximum(nonspace, 1)
+        fail(share > cfg.max_non_alpha_share, "quality_non_alpha", share,
+             f"of characters are not letters (max_non_alpha_share={cfg.max_non_alpha_share:g})")
+    if cfg.max_lines_without_end_punct is not None or cfg.max_duplicate_line_share is not None \
+            or cfg.max_duplicate_line_char_share is not None:
+        _line_rules(arr, cfg, fail)
+    if cfg.max_top_ngram_share or cfg.max_duplicate_ngram_share:
+        _ngram_rules(flat, parent, wlen, n, cfg, fail)
+    if cfg.max_mojibake_share is not None:
+        bad = np.asarray(pc.count_substring_regex(arr, pattern=_MOJIBAKE), dtype=np.float64)
+        share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
+        fail(share > cfg.max_mojibake_share, "quality_mojibake", share,
+             f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")
+    return [failed[j] for j in sorted(failed)]
+
+
+def _line_rules(arr: pa.StringArray, cfg: QualityFilters, fail) -> None:
+    n = len(arr)
+    lines = pc.split_pattern(arr, pattern="\n")
+    parent = np.asarray(pc.list_parent_indices(lines))
+    flat = pc.list_flatten(lines)
+    length = np.asarray(pc.utf8_length(flat), dtype=np.float64)
+    real = length > 0
+    n_lines = np.bincount(parent[real], minlength=n).astype(np.float64)
+    if cfg.max_lines_without_end_punct is not None:
+        ends = np.asarray(pc.match_substring_regex(flat, pattern=_END_PUNCT))
+        share = np.bincount(parent[real & ~ends], minlength=n) / np.maximum(n_lines, 1)
+        fail(share > cfg.max_lines_without_end_punct, "quality_no_end_punct", share,
+             f"of lines end without punctuation (max_lines_without_end_punct={cfg.max_lines_without_end_punct:g})")
+    if cfg.max_duplicate_line_share is None and cfg.max_duplicate_line_char_share is None:
+        return
+    ids = np.asarray(pc.dictionary_encode(flat).indices, dtype=np.int64)
+    repeat = _repeats(parent[real] * (int(ids.max()) + 1 if len(ids) else 1) + ids[real])
+    par, ln = parent[real], length[real]
+    if cfg.max_duplicate_line_share is not None:
+        share = np.bincount(par[repeat], minlength=n) / np.maximum(n_lines, 1)
+        fail(share > cfg.max_duplicate_line_share, "quality_duplicate_lines", share,
+             f"of lines repeat an earlier one (max_duplicate_line_share={cfg.max_duplicate_line_share:g})")
+    if cfg.max_duplicate_line_char_share is not None:
+        share = _sum_by(par[repeat], ln[repeat], n) / np.maximum(_sum_by(par, ln, n), 1)
+        fail(share > cfg.max_duplicate_line_char_share, "quality_duplicate_line_chars", share,
+             f"of characters in repeated lines (max_duplicate_line_char_share={cfg.max_duplicate_line_char_share:g})")
+
+
+def _repeats(keys: np.ndarray) -> np.ndarray:
+    """True for every occurrence of a key after its first (in array order)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    later = np.zeros(len(keys), dtype=bool)
+    later[order[1:]] = sk[1:] == sk[:-1]
+    return later
+
+
+def _ngram_rules(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: int, cfg: QualityFilters,
+                 fail) -> None:
+    """Gopher's n-gram repetition rules over lower-cased words, on 64-bit n-gram keys."""
+    ids = np.asarray(pc.dictionary_encode(pc.utf8_lower(words)).indices, dtype=np.uint64)
+    total = np.maximum(_sum_by(parent, wlen, n_docs), 1)
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    for n, limit in sorted((cfg.max_top_ngram_share or {}).items()):
+        keys, valid, chars = _ngram_keys(ids, parent, wlen, n, mult)
+        if not len(keys):
+            continue
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        # characters that the n-gram at each position covers in all its occurrences (0 when it occurs once)
+        covered = np.where(counts[inverse] > 1, counts[inverse] * chars, 0)
+        top = np.zeros(n_docs)
+        np.maximum.at(top, parent[: len(valid)][valid], covered)
+        share = top / total
+        fail(share > limit, "quality_top_ngram", share,
+             f"of word characters in the most frequent {n}-gram (max_top_ngram_share[{n}]={limit:g})")
+    for n, limit in sorted((cfg.max_duplicate_ngram_share or {}).items()):
+        keys, valid, _ = _ngram_keys(ids, parent, wlen, n, mult)
+        if not len(keys):
+            continue
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        starts = np.flatnonzero(valid)[counts[inverse] > 1]
+        cover = np.zeros(len(ids) + 1, dtype=np.int64)   # words inside a repeated n-gram: +1 at start, -1 after
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + n, -1)
+        inside = np.cumsum(cover[:-1]) > 0
+        share = _sum_by(parent[inside], wlen[inside], n_docs) / total
+        fail(share > limit, "quality_duplicate_ngrams", share,
+             f"of word characters inside repeated {n}-grams (max_duplicate_ngram_share[{n}]={limit:g})")
+
+
+def _ngram_keys(ids: np.ndarray, parent: np.ndarray, wlen: np.ndarray, n: int, mult: np.uint64):
+    """Keys of the n-grams starting at each word position whose n words are in one document (the
+    document index is mixed in, so equal n-grams of different documents differ), which positions
+    those are, and the characters each covers."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        return np.empty(0, np.uint64), np.zeros(0, bool), np.empty(0)
+    valid = parent[:m] == parent[n - 1:]
+    key = parent[:m].astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)
+    chars = np.zeros(m)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            key = (key ^ ids[k:k + m]) * mult
+            chars += wlen[k:k + m]
+    return key[valid], valid, chars[valid]

@@ -1,0 +1,194 @@
+"""Issue 15: WikiExtractor clean-up, quality filters, near-duplicate removal, and their report,
+with hand-computed expectations."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from bertplat.ingest.cleanup import clean_markup
+from bertplat.ingest.neardup import NearDedup, jaccard_estimate, signatures
+from bertplat.ingest.quality import QUALITY_REASONS, QualityFilters, drop_mojibake_lines, measure_and_filter
+from bertplat.ingest.text import clean_whitespace
+from tests.ingest.conftest import write
+
+
+def cleaned(text: str, token: str = "") -> str:
+    """The worker's order: markup clean-up, then whitespace clean-up."""
+    return clean_whitespace(clean_markup(pa.array([text]), token), False)[0].as_py()
+
+
+# -- clean-up --------------------------------------------------------------------------------
+def test_entities_are_unescaped_and_escaped_tags_removed():
+    assert cleaned("Batman &amp; Robin &quot;1997&quot; &#233;t&eacute;") == 'Batman & Robin "1997" été'
+    assert cleaned("One&lt;br&gt;two &lt;ref name=\"a\"&gt;cite&lt;/ref&gt;.") == "One two cite."
+
+
+def test_markup_only_lines_and_inline_tags_are_removed_but_comparisons_stay():
+    assert cleaned("Intro.\n</dl>\n<poem>\nVerse <b>bold</b> here.\n<br> <br/>\nEnd.") == \
+        "Intro.\n\nVerse bold here.\n\nEnd."
+    assert cleaned("If a < b and b > c then a < c.") == "If a < b and b > c then a < c."
+
+
+def test_placeholders_removed_or_replaced_and_empty_parentheses_tidied():
+    assert cleaned("The albedo formula_5 is small, codice_12 too.") == "The albedo is small, too."
+    assert cleaned("The albedo formula_5 is small.", "[MATH]") == "The albedo [MATH] is small."
+    assert cleaned("Aegina (; Greek: Αίγινα) is an island.") == "Aegina (Greek: Αίγινα) is an island."
+    assert cleaned("Shanghai () is a school , , really.") == "Shanghai is a school, really."
+    assert cleaned('a table width:200px; height:10px;">Some text') == "a table Some text"
+
+
+def test_wikiextractor_title_line_drop_compares_unescaped_text(ingest, tmp_path):
+    wiki = write(tmp_path / "wiki_00", '<doc id="1" url="?curid=1" title="Batman &amp; Robin (film)">\n'
+                 "Batman &amp; Robin (film)\n\nBatman &amp; Robin is a 1997 film (; formula_1) by J. Schumacher.\n"
+                 "</doc>\n")
+    kept = ingest([wiki], name="keep")
+    text = duckdb.sql(f"SELECT text, title FROM '{kept.dataset.path}/part-*.parquet'").fetchall()[0]
+    assert text == ("Batman & Robin (film)\n\nBatman & Robin is a 1997 film by J. Schumacher.", "Batman & Robin (film)")
+    dropped = ingest([wiki], name="drop", wikiextractor_title_line="drop")
+    text = duckdb.sql(f"SELECT text FROM '{dropped.dataset.path}/part-*.parquet'").fetchall()[0][0]
+    assert text == "Batman & Robin is a 1997 film by J. Schumacher."
+    raw = ingest([wiki], name="raw", markup_cleanup="off")
+    text = duckdb.sql(f"SELECT text FROM '{raw.dataset.path}/part-*.parquet'").fetchall()[0][0]
+    assert "&amp;" in text and "formula_1" in text
+
+
+def test_plain_text_is_not_cleaned_by_default(ingest, tmp_path):
+    f = write(tmp_path / "a.txt", "Keep <b>this</b> &amp; formula_1 as written.")
+    result = ingest([f])
+    assert duckdb.sql(f"SELECT text FROM '{result.dataset.path}/part-*.parquet'").fetchall()[0][0] == \
+        "Keep <b>this</b> &amp; formula_1 as written."
+
+
+# -- quality filters -------------------------------------------------------------------------
+def failures(texts: list[str], **cfg) -> dict[int, tuple[str, str]]:
+    return {f.row: (f.reason, f.detail) for f in measure_and_filter(pa.array(texts), QualityFilters(**cfg))}
+
+
+def test_too_few_words_counts_cjk_characters():
+    got = failures(["one two three", "one two three four", "数学是学科"], min_words=4)
+    assert got == {0: ("quality_too_few_words", "3 words (min_words=4)")}   # 数学是学科: 5 words
+
+
+def test_mean_word_length_range():
+    got = failures(["aa bb cc", "abcd efgh", "abcdefghijkl abcdefghijkl"], mean_word_length=(3, 10))
+    assert got[0] == ("quality_mean_word_length", "2 characters per word (mean_word_length=[3, 10])")
+    assert 1 not in got and got[2][1].startswith("12 characters")
+
+
+def test_non_alphabetic_share():
+    # "ab 12 #$": non-space characters 6, letters 2 -> 4/6 not letters
+    got = failures(["ab 12 #$", "abcd 1"], max_non_alpha_share=0.5)
+    assert got == {0: ("quality_non_alpha", "0.6667 of characters are not letters (max_non_alpha_share=0.5)")}
+
+
+def test_lines_without_end_punctuation():
+    got = failures(["Home\nAbout us\nContact\nA sentence.", "A line.\nAnother one!"], max_lines_without_end_punct=0.5)
+    assert got == {0: ("quality_no_end_punct",
+                       "0.75 of lines end without punctuation (max_lines_without_end_punct=0.5)")}
+
+
+def test_gopher_repeated_lines():
+    text = "Same line.\nSame line.\nSame line.\nOther text here."   # 2 of 4 lines repeat; 20 of 46 chars
+    assert failures([text], max_duplicate_line_share=0.4)[0] == (
+        "quality_duplicate_lines", "0.5 of lines repeat an earlier one (max_duplicate_line_share=0.4)")
+    assert failures([text], max_duplicate_line_share=0.5) == {}
+    reason, detail = failures([text], max_duplicate_line_char_share=0.3)[0]
+    assert reason == "quality_duplicate_line_chars" and detail.startswith(f"{20 / 46:.4g} of characters")
+
+
+def test_gopher_top_and_duplicate_ngrams():
+    # words: buy now buy now buy now cheap (7); "buy now" 3 times = 3 * 6 chars of 23 word characters
+    text = "buy now buy now buy now cheap"
+    reason, detail = failures([text], max_top_ngram_share={2: 0.5})[0]
+    assert reason == "quality_top_ngram" and detail.startswith(f"{18 / 23:.4g} of word characters")
+    assert failures([text], max_top_ngram_share={2: 0.8}) == {}
+    assert failures(["a b c d e f g h"], max_top_ngram_share={2: 0.01}) == {}   # nothing repeats
+    # "a b c d e" twice, then "z": the 10 words inside a repeated 5-gram hold 10 of 11 characters
+    reason, detail = failures(["a b c d e a b c d e z"], max_duplicate_ngram_share={5: 0.5})[0]
+    assert reason == "quality_duplicate_ngrams" and detail.startswith(f"{10 / 11:.4g} of word")
+
+
+def test_mojibake_documents_and_lines():
+    garbled = "曹操部下文有谋臣??从泻么??忝怯?酶还蟛荒眩?痪徒褚谷???蠹铱辰"
+    got = failures([garbled, "数学是一门学科。", "Caf\u00c3\u00a9 au lait is nice."], max_mojibake_share=0.03)
+    assert set(got) == {0, 2} and all(r == "quality_mojibake" for r, _ in got.values())
+    text = "好的文字一行很长很长很长很长很长很长很长很长。\n" + garbled + "\n结束。"
+    arr, dropped = drop_mojibake_lines(pa.array([text, "fine"]), 0.02)
+    assert arr.to_pylist() == ["好的文字一行很长很长很长很长很长很长很长很长。\n结束。", "fine"]
+    assert [(row, line) for row, line, *_ in dropped] == [(0, 2)]
+
+
+def test_quality_config_is_validated():
+    with pytest.raises(ValueError, match="mean_word_length"):
+        QualityFilters(mean_word_length=(10, 3))
+    with pytest.raises(ValueError, match="n-gram"):
+        QualityFilters(max_top_ngram_share={0: 0.2})
+    with pytest.raises(ValueError, match="must divide"):
+        NearDedup(threshold=0.8, num_perm=128, bands=20)
+
+
+# -- near-duplicates -------------------------------------------------------------------------
+def _shingles(text: str, n: int = 5) -> set:
+    words = re.findall(r"[a-z0-9]+|[\u4e00-\u9fff]", text.lower())
+    return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def test_minhash_estimates_jaccard():
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    base = list(rng.choice(vocab, 400))
+    texts, exact = [], []
+    for k in range(40):                      # 0 to 39 word substitutions
+        other = list(base)
+        for pos in rng.choice(400, k * 3, replace=False):
+            other[pos] = "x" + str(pos)
+        texts.append(" ".join(other))
+        a, b = _shingles(" ".join(base)), _shingles(" ".join(other))
+        exact.append(len(a & b) / len(a | b))
+    sig = signatures(pa.array([" ".join(base)] + texts), NearDedup(threshold=0.8, num_perm=128, bands=16))
+    est = jaccard_estimate(sig[[0] * 40], sig[1:])
+    assert np.abs(est - np.asarray(exact)).max() < 0.15
+    assert np.abs(est - np.asarray(exact)).mean() < 0.05
+
+
+def test_near_duplicates_removed_with_a_pointer(ingest, tmp_path):
+    body = " ".join(f"word{i} common text" for i in range(120))
+    docs = [body, body.replace("word5 ", "changed5 "), "An unrelated document " * 30, body + " tail words added"]
+    f = write(tmp_path / "docs.jsonl", "".join(json.dumps({"text": d}) + "\n" for d in docs))
+    result = ingest([f], near_dedup={"threshold": 0.8})
+    assert result.counts["near_duplicates"] == 2 and result.counts["documents"] == 2
+    rows = duckdb.sql(f"SELECT record, reason, detail FROM '{result.dataset.path}/rejects/*.parquet' "
+                      "ORDER BY record").fetchall()
+    assert [(r, reason) for r, reason, _ in rows] == [(2, "near_duplicate"), (4, "near_duplicate")]
+    assert all("of docs.jsonl record 1 " in d for *_, d in rows)
+    assert result.stats["quality"]["near_duplicate"]["documents"] == 2
+    assert any(c.name == "quality: near_duplicate" for c in result.report.checks)
+
+
+def test_filtered_documents_are_queryable_and_not_rejects(ingest, tmp_path):
+    f = write(tmp_path / "docs.jsonl", json.dumps({"text": "short"}) + "\n" + json.dumps({"text": "A real sentence here. " * 20}) + "\n")
+    result = ingest([f], quality={"min_words": 10}, max_reject_ratio=0.0)
+    assert result.counts["filtered"] == 1 and result.counts["rejects"] == 0 and result.counts["documents"] == 1
+    (row,) = duckdb.sql(f"SELECT record, reason, detail FROM '{result.dataset.path}/rejects/*.parquet'").fetchall()
+    assert row == (1, "quality_too_few_words", "1 words (min_words=10) (5 characters)")
+    q = result.stats["quality"]["quality_too_few_words"]
+    assert q["documents"] == 1 and q["characters"] == 5 and q["examples"][0]["text"] == "short"
+    assert result.stats["length_histogram_before_filters"][0] == 1 and result.stats["length_histogram"][0] == 0
+    assert "1 filtered by quality" in result.summary()
+    check = next(c for c in result.report.checks if c.name == "quality: quality_too_few_words")
+    assert check.observed == "1 documents, 5 characters removed" and "docs.jsonl record 1" in check.detail
+    from flows.ingest import quality_markdown  # the flow artifact's section
+
+    md = "\n".join(quality_markdown(result.stats))
+    assert "| `quality_too_few_words` | 1 | 5 |" in md and "before the quality filters" in md
+
+
+def test_every_quality_reason_is_tested():
+    source = open(__file__, encoding="utf-8").read().split("def test_every_quality_reason_is_tested")[0]
+    assert [r for r in QUALITY_REASONS if f'"{r}"' not in source and r != "quality_mojibake_line"] == []
