@@ -90,52 +90,62 @@ def source_texts(handle: DatasetHandle, splits: tuple[str, ...] | None) -> list[
 
 
 # ---- speed and parity ---------------------------------------------------------------------------
-def st_end_to_end(st, handle: DatasetHandle, splits, out: Path) -> tuple[float, np.ndarray]:
-    t0 = time.perf_counter()
+def st_end_to_end(st, handle: DatasetHandle, splits, out: Path) -> tuple[float, float, np.ndarray]:
+    """Wall and CPU seconds (this process, all threads) and the vectors."""
+    t0, c0 = time.perf_counter(), time.process_time()
     texts = source_texts(handle, splits)
     v = st.encode(texts, batch_size=32, convert_to_numpy=True)
     pq.write_table(pa.table({"id": np.arange(len(v)), "vector": pa.FixedSizeListArray.from_arrays(
         pa.array(v.reshape(-1), pa.float32()), v.shape[1])}), out, compression="zstd")
-    return time.perf_counter() - t0, v
+    return time.perf_counter() - t0, time.process_time() - c0, v
 
 
-def ours_end_to_end(handle, name, cfg, lake, catalog) -> tuple[float, np.ndarray, dict]:
-    t0 = time.perf_counter()
+def ours_end_to_end(handle, name, cfg, lake, catalog) -> tuple[float, float, np.ndarray, dict]:
+    t0, c0 = time.perf_counter(), time.process_time()
     result = run_embed(MODEL, handle, name, cfg, lake, catalog)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not result.reused
-    return seconds, read_vectors(result.dataset), result.stats
+    return seconds, cpu, read_vectors(result.dataset), result.stats
 
 
 def speed_section(label, handle, splits, lake, catalog, st, threads, repeats, work) -> dict:
     base = dict(threads=threads, device="cpu", splits=splits)
     rows = None
     times: dict[str, list[float]] = {"st": [], "fp32": [], "int8": []}
+    cpu: dict[str, list[float]] = {"st": [], "fp32": [], "int8": []}
     vecs: dict[str, np.ndarray] = {}
     int8_stats = None
     for rep in range(repeats):
         order = ["st", "fp32", "int8"] if rep % 2 == 0 else ["int8", "fp32", "st"]
         for side in order:
             if side == "st":
-                sec, v = st_end_to_end(st, handle, splits, work / f"st-{label}.parquet")
+                sec, cpu_s, v = st_end_to_end(st, handle, splits, work / f"st-{label}.parquet")
             else:
                 # int8's own refusal thresholds are lowered here: the benchmark reports its agreement either way
                 cfg = EmbedConfig(**base, quantize="int8" if side == "int8" else "none", int8_min_mean_cosine=0.01,
                                   int8_min_cosine=-0.99)
-                sec, v, stats = ours_end_to_end(handle, f"{label}_{side}_{rep}", cfg, lake, catalog)
+                sec, cpu_s, v, stats = ours_end_to_end(handle, f"{label}_{side}_{rep}", cfg, lake, catalog)
                 int8_stats = stats.get("int8") or int8_stats
             times[side].append(sec)
+            cpu[side].append(cpu_s)
             vecs[side] = v
             rows = len(v)
-            print(f"  {label} {side:>4} rep {rep}: {len(v):,} rows in {sec:.1f}s ({len(v) / sec:,.0f} rows/s); "
+            print(f"  {label} {side:>4} rep {rep}: {len(v):,} rows in {sec:.1f}s ({len(v) / sec:,.1f} rows/s; "
+                  f"{cpu_s:.1f} CPU s, {len(v) / cpu_s:,.1f} rows per CPU s); "
                   f"{load()}", flush=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    med_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
     c32, c8 = cosines(vecs["fp32"], vecs["st"]), cosines(vecs["int8"], vecs["st"])
     return {"input": label, "rows": rows, "threads": threads, "repeats": repeats,
             "st_rows_s": rows / med["st"], "fp32_rows_s": rows / med["fp32"], "int8_rows_s": rows / med["int8"],
             "fp32_speedup": med["st"] / med["fp32"], "int8_speedup": med["st"] / med["int8"],
+            "cpu_s": med_cpu, "fp32_speedup_cpu": med_cpu["st"] / med_cpu["fp32"],
+            "int8_speedup_cpu": med_cpu["st"] / med_cpu["int8"],
             "fp32_min_cos": float(c32.min()), "fp32_rows_below_0.9999": int((c32 < 0.9999).sum()),
-            "int8_mean_cos": float(c8.mean()), "int8_min_cos": float(c8.min()), "int8_gate_sample": int8_stats}
+            "int8_mean_cos": float(c8.mean()), "int8_min_cos": float(c8.min()),
+            "int8_mean_cos_to_fp32": float(cosines(vecs["int8"], vecs["fp32"]).mean()),
+            "int8_min_cos_to_fp32": float(cosines(vecs["int8"], vecs["fp32"]).min()),
+            "int8_gate_sample": int8_stats, "_fp32_vectors": vecs["fp32"]}
 
 
 # ---- retrieval ----------------------------------------------------------------------------------
@@ -239,9 +249,9 @@ def search_section(vectors: np.ndarray, rows: int, work: Path, threads: int) -> 
 # ---- GPU ----------------------------------------------------------------------------------------
 def gpu_section(handle, splits, st_cls, lake, catalog, work) -> dict:
     st = st_cls(resolve_package_path(MODEL), device="cuda", model_kwargs={"torch_dtype": torch.bfloat16})
-    sec_st, v_st = st_end_to_end(st, handle, splits, work / "st-gpu.parquet")
+    sec_st, _, v_st = st_end_to_end(st, handle, splits, work / "st-gpu.parquet")
     cfg = EmbedConfig(device="cuda", dtype="bfloat16", splits=splits, max_tokens=65536, max_batch_size=2048)
-    sec, v, _ = ours_end_to_end(handle, "gpu_bf16", cfg, lake, catalog)
+    sec, _, v, _ = ours_end_to_end(handle, "gpu_bf16", cfg, lake, catalog)
     c = cosines(v, v_st)
     return {"rows": len(v), "st_rows_s": len(v) / sec_st, "ours_rows_s": len(v) / sec, "speedup": sec_st / sec,
             "mean_cos_to_st_bf16": float(c.mean()), "min_cos": float(c.min())}
@@ -256,37 +266,61 @@ def main() -> None:
     p.add_argument("--search-rows", type=int, default=1_000_000)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--gpu", action="store_true")
-    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here (after every section)")
+    p.add_argument("--sections", default="sst2,wiki,mrpc,search",
+                   help="which sections, in this order (comma-separated: sst2, wiki, mrpc, search, gpu)")
     p.add_argument("--search-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.search_child:
         print(json.dumps(search_child(args.search_child[0], Path(args.search_child[1]))))
         return
+    if args.threads == 1:  # the tokenizers' own thread pool too (both sides use the same Rust tokenizers)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from sentence_transformers import SentenceTransformer
 
     shared = require_shared_data()
     torch.set_num_threads(args.threads)
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    if args.gpu and "gpu" not in sections:
+        sections.append("gpu")
+    unknown = set(sections) - {"sst2", "wiki", "mrpc", "search", "gpu"}
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from sst2, wiki, mrpc, search, gpu")
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
-    figures: dict = {"machine": machine(), "torch_threads": args.threads, "start": load()}
+    figures: dict = {"machine": machine(), "torch_threads": args.threads, "start": load(),
+                     "command": " ".join(sys.argv)}
+    vectors = None  # float32 vectors of the first speed section, repeated for the search section
+
+    def record(key: str, value: dict) -> None:
+        nonlocal vectors
+        if "_fp32_vectors" in value:
+            v = value.pop("_fp32_vectors")
+            vectors = v if vectors is None else vectors
+        figures[key] = value
+        print(json.dumps({key: value}, indent=1), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=1))
+
     try:
         lake = Lake(str(work / "data"))
         catalog = Catalog(work / "data" / "catalog.duckdb", lake)
         sst2, wiki, mrpc = make_inputs(shared, lake, catalog, args.sst2_rows, args.wiki_paragraphs, work)
         st = SentenceTransformer(resolve_package_path(MODEL), device="cpu")
-        if not args.skip_speed:
-            figures["sst2"] = speed_section("sst2", sst2, ("train",), lake, catalog, st, args.threads, args.repeats, work)
-            print(json.dumps(figures["sst2"], indent=1), flush=True)
-            figures["wiki"] = speed_section("wiki", wiki, None, lake, catalog, st, args.threads, args.repeats, work)
-            print(json.dumps(figures["wiki"], indent=1), flush=True)
-        figures["mrpc"] = retrieval_section(mrpc, st, args.threads)
-        print(json.dumps(figures["mrpc"], indent=1), flush=True)
-        base = run_embed(MODEL, sst2, "search_base", EmbedConfig(threads=args.threads, device="cpu",
-                                                                  splits=("train",)), lake, catalog)
-        figures["search"] = search_section(read_vectors(base.dataset), args.search_rows, work, args.threads)
-        print(json.dumps(figures["search"], indent=1), flush=True)
-        if args.gpu and torch.cuda.is_available():
-            figures["gpu"] = gpu_section(sst2, ("train",), SentenceTransformer, lake, catalog, work)
-            print(json.dumps(figures["gpu"], indent=1), flush=True)
+        for section in sections:
+            if section in ("sst2", "wiki") and not args.skip_speed:
+                handle, splits = (sst2, ("train",)) if section == "sst2" else (wiki, None)
+                record(section, speed_section(section, handle, splits, lake, catalog, st, args.threads,
+                                              args.repeats, work))
+            elif section == "mrpc":
+                record("mrpc", retrieval_section(mrpc, st, args.threads))
+            elif section == "search":
+                if vectors is None:
+                    base = run_embed(MODEL, sst2, "search_base", EmbedConfig(threads=args.threads, device="cpu",
+                                                                              splits=("train",)), lake, catalog)
+                    vectors = read_vectors(base.dataset)
+                record("search", search_section(vectors, args.search_rows, work, args.threads))
+            elif section == "gpu" and torch.cuda.is_available():
+                record("gpu", gpu_section(sst2, ("train",), SentenceTransformer, lake, catalog, work))
         figures["end"] = load()
     finally:
         shutil.rmtree(work, ignore_errors=True)

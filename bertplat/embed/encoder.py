@@ -165,7 +165,7 @@ class Encoder:
             if device.type != "cpu":
                 raise ValueError("quantize=int8 is dynamic CPU quantisation; use device=cpu (on a GPU, bfloat16 "
                                  "is the fast path)")
-            backbone = quantize_int8(backbone)
+            backbone = quantize_int8(backbone, config.int8_scheme)
         backbone = backbone.to(device=device, dtype=dtype)
         max_length = config.max_length or spec.max_seq_length or backbone.config.max_position_embeddings
         return cls(backbone, load_tokenizer(spec.weights_dir), resolve_pooling(config, spec),
@@ -219,10 +219,15 @@ class Encoder:
         lengths = np.fromiter((len(r) for r in rows), np.int64, B)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = r
-        mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
         input_ids = torch.from_numpy(ids).to(self.device)
-        hidden, layout = self.backbone.encode_tokens(input_ids, mask.long())
         lengths_t = torch.from_numpy(lengths).to(self.device)
+        if int(lengths.min()) == T:  # no padding at all (long texts cut at max_length, or equal lengths):
+            # the dense path without a mask; unpadding would only add gathers and scatters.
+            hidden, _ = self.backbone.encode_tokens(input_ids)
+            seq = torch.arange(B, device=self.device).repeat_interleave(T)
+            return pool_rows(hidden.flatten(0, 1), seq, lengths_t, self.pooling)
+        mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
+        hidden, layout = self.backbone.encode_tokens(input_ids, mask.long())
         if layout is None:  # the padded path (config.unpad off): gather the real rows here
             hidden, indices, _, _ = unpad_input(hidden, mask)
         else:
@@ -252,9 +257,57 @@ def resolve_normalize(config: EmbedConfig, spec: ModelSpec) -> bool:
     return spec.normalize if config.normalize is None else config.normalize
 
 
-def quantize_int8(backbone: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every Linear layer: weights int8 per output channel (per-tensor scales
-    lose more: the fused QKV weight stacks three matrices of different ranges), activations per batch."""
+INT8_SCHEMES = ("per_token", "fbgemm")
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W int8 per output channel and x int8 per row (token), int32 accumulation.
+
+    Each token gets its own activation scale (max |x| / 127 over its features), so one outlier token
+    or channel elsewhere in the batch costs the others no precision, and a row's vector does not
+    depend on which rows share its batch (torch's dynamic quantisation uses one scale per tensor,
+    i.e. per batch). The product runs in ``torch._int_mm`` (int8 x int8 -> int32); the scales are
+    applied in float32."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127.0  # (out,)
+        # (out, in) int8, used transposed: _int_mm wants (in, out) and is fastest column-major.
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", linear.bias.detach().float().clone() if linear.bias is not None else None)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1]).float()  # (M, in)
+        sx = x.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127.0  # (M, 1)
+        xq = torch.round(x / sx).to(torch.int8)
+        y = torch._int_mm(xq, self.weight_int8.t()).float()  # (M, out) int32 -> float32
+        y = y.mul_(sx).mul_(self.weight_scale)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def quantize_int8(backbone: nn.Module, scheme: str = "per_token", keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+    """A copy of ``backbone`` with its Linear layers in int8 (those whose name ends with one of
+    ``keep_fp32`` stay float32).
+
+    per_token (default): `Int8Linear`, int8 weights per output channel and int8 activations per token.
+    fbgemm: torch's dynamic quantisation (``quantize_dynamic``, weights per channel, activations per
+    tensor): on all-MiniLM-L6-v2 it agrees less with float32 (mean cosine 0.966 against 0.99+)."""
+    if scheme not in INT8_SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose one of {INT8_SCHEMES}")
+    model = copy.deepcopy(backbone).float()
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)
+               and not name.endswith(keep_fp32 or ("\0",)) and not name.startswith("pooler")]
+    if scheme == "per_token":
+        for name, m in targets:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, Int8Linear(m))
+        return model
     import warnings
 
     # torch.ao.quantization is deprecated in favour of torchao, which is not installable here; it still
@@ -262,6 +315,7 @@ def quantize_int8(backbone: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(copy.deepcopy(backbone), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        return quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name, _ in targets}, dtype=torch.qint8)

@@ -36,7 +36,7 @@ from bertplat.validation import GateError, GateReport
 
 KIND = "embeddings"
 SCHEMA_VERSION = 1
-ALGORITHM_VERSION = 1  # bump when the same model, input and config would give other vectors
+ALGORITHM_VERSION = 2  # bump when the same model, input and config would give other vectors
 
 
 class Int8Refused(ValueError):
@@ -67,13 +67,19 @@ def embed_fingerprint(source: DatasetHandle, model_hash: str, config: EmbedConfi
     return fingerprint(KIND, config.content_json(), inputs, SCHEMA_VERSION)
 
 
-def run_embed(model_dir: str | Path, source: DatasetHandle, name: str, config: EmbedConfig, lake: Lake,
+def run_embed(model: str | Path, source: DatasetHandle, name: str, config: EmbedConfig, lake: Lake,
               catalog: Catalog | None = None, progress: Progress | None = None) -> EmbedResult:
-    """Embed ``source`` with the model in ``model_dir`` as the embeddings dataset ``name``."""
+    """Embed ``source`` with ``model`` as the embeddings dataset ``name``.
+
+    ``model`` is resolved by `bertplat.finetune.evaluate.resolve_model`, as fine-tuning and evaluation
+    resolve theirs: a model directory, ``package:PACKAGE/DIR``, or a model reference NAME[@FINGERPRINT]
+    (an export under <data_dir>/models, or a registry reference once the registry resolves there)."""
+    from bertplat.finetune.evaluate import resolve_model  # lazily: it imports the fine-tuning machinery
+
     progress = progress or NullProgress()
     start = time.monotonic()
     check_name(name)
-    spec = read_model_spec(model_dir)
+    spec = read_model_spec(resolve_model(model, lake))
     src = SourceSpec.of(source, config)
     model_hash = model_fingerprint(spec)
     encoder = Encoder.from_config(spec, config.model_copy(update={"quantize": "none"}))
@@ -110,8 +116,8 @@ def run_embed(model_dir: str | Path, source: DatasetHandle, name: str, config: E
             "parents": [source.model_dump(include={"kind", "name", "fingerprint"}),
                         {"kind": "model", "name": spec.path.name, "fingerprint": model_hash[:16]}],
             "inputs": [{"source": source.ref(), "unit": src.unit, "keys": list(src.keys)},
-                       {"model": str(spec.path), "sha256": model_hash}],
-            "model": {"path": str(spec.path), "sha256": model_hash, "pooling": encoder.pooling,
+                       {"model": str(spec.path), "ref": str(model), "sha256": model_hash}],
+            "model": {"path": str(spec.path), "ref": str(model), "sha256": model_hash, "pooling": encoder.pooling,
                       "normalize": encoder.normalize, "max_length": encoder.max_length, "dim": encoder.dim},
             "counts": {"rows": expected, "dim": encoder.dim, "shards": len(shards)},
             "tables": {"embeddings": "part-*.parquet"},
@@ -172,7 +178,7 @@ def _int8_encoder(encoder: Encoder, src: SourceSpec, config: EmbedConfig) -> tup
     for chunk in iter_chunks(src, config.model_copy(update={"shard_rows": config.int8_sample})):
         sample = chunk.column("text").to_pylist()
         break
-    quantized = encoder.with_backbone(quantize_int8(encoder.backbone))
+    quantized = encoder.with_backbone(quantize_int8(encoder.backbone, config.int8_scheme))
     agreement = int8_agreement(encoder, quantized, sample)
     if agreement["mean_cosine"] < config.int8_min_mean_cosine or agreement["min_cosine"] < config.int8_min_cosine:
         raise Int8Refused(
@@ -190,6 +196,7 @@ def int8_agreement(fp32: Encoder, int8: Encoder, texts: list[str]) -> dict:
     t1 = time.perf_counter()
     b = int8.encode(texts)
     t2 = time.perf_counter()
+    a, b = a.astype(np.float64), b.astype(np.float64)  # float32 rounds a mean of 0.99999 cosines to 1.0
     cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     return {"sample": len(texts), "mean_cosine": float(cos.mean()) if len(cos) else 1.0,
             "min_cosine": float(cos.min()) if len(cos) else 1.0,

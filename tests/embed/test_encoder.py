@@ -87,3 +87,33 @@ def test_vectors_equal_sentence_transformers_to_cosine_0_9999(minilm_dir):
     cos = (ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() >= 0.9999, f"row {int(cos.argmin())} ({texts[int(cos.argmin())][:60]!r}): cosine {cos.min()}"
     np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_batches_without_padding_take_the_dense_path_and_give_the_same_vectors(tiny_model):
+    enc = Encoder.from_config(read_model_spec(tiny_model), EmbedConfig(threads=1, max_length=16))
+    long = [" ".join(["river bank money loan"] * 6) + f" {i}" for i in range(3)]  # all cut at 16 tokens
+    mixed = enc.encode(long + ["short"])  # one batch with padding: the unpadded path
+    dense = enc.encode(long)  # no padding: the dense path
+    np.testing.assert_allclose(dense, mixed[:3], rtol=1e-5, atol=1e-6)
+
+
+def test_int8_per_token_linear_is_close_to_float_and_independent_of_the_batch():
+    import torch
+
+    from bertplat.embed.encoder import Int8Linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    q = Int8Linear(lin)
+    x = torch.randn(40, 64)
+    ref = lin(x)
+    got = q(x)
+    rel = ((got - ref).norm(dim=1) / ref.norm(dim=1)).max()
+    assert rel < 0.02, f"int8 relative error {rel:.4f}"
+    outlier = torch.cat([x, 1000 * torch.randn(1, 64)])  # one huge token in the batch
+    torch.testing.assert_close(q(outlier)[:40], got)  # per-token scales: the others lose nothing
+    torch.testing.assert_close(q(x[:3]), got[:3])  # a tiny batch gives the same rows
+    with pytest.raises(ValueError, match="unknown int8 scheme"):
+        from bertplat.embed.encoder import quantize_int8
+
+        quantize_int8(torch.nn.Sequential(lin), "int4")

@@ -114,7 +114,8 @@ def test_int8_is_refused_below_the_agreement_threshold_and_reported_above_it(cor
     lenient = strict.model_copy(update={"int8_min_mean_cosine": 0.5, "int8_min_cosine": 0.0})
     result = run_embed(tiny_model, corpus, "int8_docs", lenient, lake, catalog)
     agreement = result.stats["int8"]
-    assert agreement["sample"] == 64 and 0.5 <= agreement["min_cosine"] <= agreement["mean_cosine"] < 1.0
+    assert agreement["sample"] == 64 and 0.5 <= agreement["min_cosine"] <= agreement["mean_cosine"] <= 1.0
+    assert agreement["min_cosine"] < 1.0  # int8 is not float32
     fp32 = run_embed(tiny_model, corpus, "int8_docs", EmbedConfig(threads=1), lake, catalog)
     assert fp32.dataset.fingerprint != result.dataset.fingerprint
 
@@ -182,3 +183,20 @@ def test_a_task_dataset_text_column_is_embedded_per_split(tmp_path, shared_data,
         run_embed(tiny_model, task, "mrpc_x", cfg.model_copy(update={"text_column": "sentence"}), lake, catalog)
     with pytest.raises(ValueError, match=r"100 row\(s\) have no 'question' \(first: id 'train-0000001'\)"):
         run_embed(tiny_model, task, "mrpc_x", cfg.model_copy(update={"text_column": "question"}), lake, catalog)
+
+
+def test_a_model_reference_resolves_as_fine_tuning_resolves_it(corpus_lake, tiny_model):
+    """NAME[@FINGERPRINT] under <data_dir>/models goes through bertplat.finetune.evaluate.resolve_model."""
+    import shutil
+
+    lake, catalog, corpus = corpus_lake
+    exported = lake.data_dir / "models" / "tinyref" / "0123456789abcdef"
+    shutil.copytree(tiny_model, exported)
+    (exported / "_manifest.json").write_text(json.dumps({"kind": "model", "name": "tinyref"}))
+    by_ref = run_embed("tinyref", corpus, "by_ref", EmbedConfig(threads=1), lake, catalog)
+    by_dir = run_embed(tiny_model, corpus, "by_ref", EmbedConfig(threads=1), lake, catalog)
+    assert by_dir.reused and by_dir.dataset == by_ref.dataset  # the same weights: the same version
+    m = json.loads((by_ref.dataset.path / "_manifest.json").read_text())["model"]
+    assert m["ref"] == "tinyref" and Path(m["path"]) == exported.resolve()
+    with pytest.raises(ValueError, match="neither a model directory nor a model NAME"):
+        run_embed("no_such_model", corpus, "by_ref", EmbedConfig(threads=1), lake, catalog)
