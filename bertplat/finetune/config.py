@@ -77,6 +77,9 @@ class FinetuneConfig(StageConfig):
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without "
                                                 "a better dev metric (None: never stop early).")
     log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
+    score_splits: list[str] | None = Field(None, description="The splits the best checkpoint is scored on after "
+                                           "training, besides the dev split (None: every split of the task; [] "
+                                           "only dev). metrics.json and the predictions cover these.")
 
     # ---- gate ---------------------------------------------------------------------------------
     min_dev_metric: float = Field(0.0, description="Gate: the best dev metric must reach this floor.")
@@ -97,8 +100,10 @@ class FinetuneConfig(StageConfig):
 
     def fingerprint_json(self) -> str:
         """Canonical JSON of the fields that decide what is computed (see OPERATIONAL_FIELDS)."""
-        return json.dumps(self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS)), sort_keys=True,
-                          separators=(",", ":"))
+        exclude = set(OPERATIONAL_FIELDS)
+        if self.score_splits is None:  # the default, left out so that fingerprints from before the field hold
+            exclude.add("score_splits")
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
 
     def resolved_precision(self, cuda: bool) -> str:
         if self.precision != "auto":

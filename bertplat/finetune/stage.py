@@ -188,6 +188,10 @@ def run_finetune(base_model: str | Path, task: DatasetHandle, name: str, config:
         return reused_result(final, task, lake, start)
     dev_name = config.dev_split or data.default_dev_split()
     metric = selection_metric(data, config)
+    unknown = [s for s in (config.score_splits or []) if s not in data.splits]
+    if unknown:
+        raise ValueError(f"score_splits names {unknown}, which {task.ref()} does not have; its splits are "
+                         f"{data.splits}")
     tok = load_tokenizer(tok_dir)
     with progress.task("task features", total=2, unit="splits") as bar:
         train = build_split(data, config.train_split, tok, config)
@@ -249,7 +253,8 @@ def finish(name: str, fp: str, run_dir: Path, base_dir: Path, tok_dir: Path, imp
     model = load_best(imported, run_dir)
     tok = load_tokenizer(tok_dir)
     decoded, threshold = {}, None
-    splits = [dev.name] + [s for s in data.splits if s != dev.name]
+    splits = [dev.name] + [s for s in data.splits if s != dev.name and (cfg.score_splits is None
+                                                                       or s in cfg.score_splits)]
     with progress.task("scoring splits", total=len(splits), unit="splits") as bar:
         for s in splits:
             split = dev if s == dev.name else train if s == train.name else build_split(data, s, tok, cfg)

@@ -125,3 +125,16 @@ def test_all_minilm_l6_v2_learns_a_tiny_sentiment_set(tmp_path, lake, catalog):
     cfg = FinetuneConfig(epochs=6, lr=1e-4, warmup_ratio=0.1, batch_size=16, max_length=32)
     r = run_finetune(minilm_dir(), task, "minilm-toy", cfg, lake, catalog)
     assert r.steps >= 24 and r.dev_metric >= 0.8 > r.baseline
+
+
+def test_score_splits_limits_the_splits_scored_after_training_and_names_unknown_ones(tmp_path, tiny_base, lake):
+    task = import_sentiment(tmp_path / "toy", lake, None, n_train=32, n_dev=16)
+    cfg = FinetuneConfig(epochs=1, require_beats_baseline=False, score_splits=["test"], **FAST)
+    assert cfg.fingerprint_json() != FinetuneConfig(epochs=1, **FAST).fingerprint_json()
+    assert "score_splits" not in FinetuneConfig(**FAST).fingerprint_json()  # fingerprints from before the field
+    r = run_finetune(tiny_base, task, "toy", cfg, lake)
+    assert set(r.metrics) == {"validation"}  # test is scored but unlabelled: predictions only, no metrics
+    metrics = json.loads((r.model_dir / "metrics.json").read_text())
+    assert set(metrics["splits"]) == {"validation"}
+    with pytest.raises(ValueError, match=r"score_splits names \['dev2'\].*its splits are"):
+        run_finetune(tiny_base, task, "toy2", FinetuneConfig(epochs=1, score_splits=["dev2"], **FAST), lake)
