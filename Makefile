@@ -3,14 +3,20 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast lint server deploy worker
+.PHONY: setup demo test test-fast lint serve server deploy worker
 
 setup:
 	@bash scripts/setup.sh
 
-## make demo: set up, then run the demo pipeline end to end on the packaged Wikipedia summaries
+## make demo: set up, then run the pipeline flow (preset configs/pipelines/demo.yaml) end to end on the packaged
+## Wikipedia summaries, in ephemeral mode (no server needed); a second run finds every stage cached
 demo: setup
 	$(PY) -m flows.demo
+
+## make serve: the Prefect server and UI on http://127.0.0.1:4200 (SQLite), the bertplat work pool, every
+## deployment of prefect.yaml and a worker, in one command; Ctrl+C stops them all (SERVE_ARGS: e.g. --port 4300)
+serve: setup
+	$(VENV)/bin/bertplat serve $(SERVE_ARGS)
 
 ## make test: set up, then run the whole test suite (what CI runs)
 test: setup

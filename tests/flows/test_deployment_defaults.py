@@ -24,6 +24,7 @@ from flows.common import enter_worker_directory
 from flows.demo import DEMO_CONFIGS, DEMO_CORPUS, demo_corpus_path, demo_flow
 from flows.examples import ExamplesParams, examples_flow
 from flows.ingest import IngestParams, ingest_flow, package_file
+from flows.pipeline import pipeline_flow
 from flows.pretrain import PretrainParams, pretrain_flow
 from flows.vocab import VocabParams, vocab_flow
 
@@ -105,7 +106,22 @@ def test_run_form_descriptions_have_no_angle_bracket_placeholders():
     """The Prefect UI renders a description as Markdown, where ``<name>`` is an HTML tag and vanishes."""
     from prefect.utilities.callables import parameter_schema
 
-    for flow in (ingest_flow, vocab_flow, examples_flow, pretrain_flow, demo_flow):
+    for flow in (ingest_flow, vocab_flow, examples_flow, pretrain_flow, demo_flow, pipeline_flow):
         schema = json.dumps(parameter_schema(flow.fn).model_dump())
         assert not re.findall(r"<[A-Za-z_][\w-]*>", schema), flow.name
     assert "corpus_NAME" in json.dumps(parameter_schema(ingest_flow.fn).model_dump())
+
+
+def test_pipeline_deployments_default_to_a_preset_that_validates_and_ship_their_schedules_paused():
+    from bertplat.pipeline import PipelineConfig, preset_names
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    for name in ("pipeline", "pipeline-gpu"):
+        config = PipelineConfig.model_validate(by_name[name]["parameters"]["config"])
+        assert config.preset in preset_names() and config.preset == "demo"
+    scheduled = {d["name"]: d["schedules"] for d in spec["deployments"] if d.get("schedules")}
+    assert set(scheduled) == {"ingest-drop", "pipeline"}
+    assert all(s["active"] is False for schedules in scheduled.values() for s in schedules)
+    assert by_name["ingest-drop"]["parameters"]["params"]["paths"] == ["data/raw"]
+    assert not re.search(r"(^|\s)/(work|home|tmp|root)/", (REPO / "prefect.yaml").read_text()), "absolute path"

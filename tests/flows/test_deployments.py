@@ -37,7 +37,8 @@ def test_prefect_yaml_deploys_from_a_copy(tmp_path):
 
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
-    assert {"ingest", "vocab", "examples", "pretrain", "demo"} <= set(deployments)
+    assert {"ingest", "vocab", "examples", "pretrain", "demo", "pipeline", "ingest-drop", "pipeline-gpu"} <= set(
+        deployments)
     ingest = deployments["ingest"]
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"
     # the worker's directory, read when the run starts (not the temporary directory a process worker
