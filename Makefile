@@ -39,7 +39,7 @@ deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 ## make deploy: register the deployments of prefect.yaml with the Prefect server at PREFECT_API_URL
 deploy: setup
 	$(VENV)/bin/prefect work-pool inspect bertplat >/dev/null 2>&1 || $(VENV)/bin/prefect work-pool create bertplat --type process
-	$(VENV)/bin/prefect --no-prompt deploy --all
+	$(VENV)/bin/prefect --no-prompt deploy $$($(PY) -m bertplat.serve)
 
 ## make worker: a process worker for the bertplat pool, run from this clone: prefect.yaml's pull step
 ## moves each flow run into the worker's $$PWD, this clone, so its flows/ and ./data are the ones used

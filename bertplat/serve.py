@@ -46,6 +46,13 @@ def local_deployments(prefect_yaml: Path, pool: str = POOL) -> list[str]:
     return out
 
 
+def deploy_args(prefect_yaml: Path, pool: str = POOL) -> list[str]:
+    """``prefect deploy`` arguments for the local pool's deployments (``--all`` would also deploy the GPU
+    pool's, and fails where that pool does not exist). ``make deploy`` prints them with ``python -m
+    bertplat.serve``."""
+    return [arg for name in local_deployments(prefect_yaml, pool) for arg in ("--name", name)]
+
+
 class Child:
     """A child process in its own process group, logging to a file."""
 
@@ -189,10 +196,8 @@ def serve_command(
             prefect_cli("work-pool", "create", pool, "--type", "process", env=env, log=log_dir / "deploy.log",
                         timeout_s=120)
         print(f"  work pool {pool} (process)", flush=True)
-        names: list[str] = []
-        for d in deployments:
-            names += ["--name", d]
-        prefect_cli("--no-prompt", "deploy", *names, env=env, log=log_dir / "deploy.log")
+        prefect_cli("--no-prompt", "deploy", *deploy_args(REPO / "prefect.yaml", pool), env=env,
+                    log=log_dir / "deploy.log")
         print(f"  {len(deployments)} deployments: {', '.join(deployments)}", flush=True)
         worker = Child("worker", [exe, "worker", "start", "--pool", pool], env, log_dir / "worker.log")
         children.append(worker)
@@ -233,3 +238,7 @@ def serve_command(
           flush=True)
     if failure:
         raise SystemExit(f"bertplat serve failed: {failure}")
+
+
+if __name__ == "__main__":  # make deploy: the deploy arguments for prefect.yaml's local deployments
+    print(" ".join(deploy_args(Path("prefect.yaml"))))

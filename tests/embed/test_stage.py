@@ -198,5 +198,5 @@ def test_a_model_reference_resolves_as_fine_tuning_resolves_it(corpus_lake, tiny
     assert by_dir.reused and by_dir.dataset == by_ref.dataset  # the same weights: the same version
     m = json.loads((by_ref.dataset.path / "_manifest.json").read_text())["model"]
     assert m["ref"] == "tinyref" and Path(m["path"]) == exported.resolve()
-    with pytest.raises(ValueError, match="neither a model directory nor a model NAME"):
+    with pytest.raises(ValueError, match="neither a model directory, a registered model"):
         run_embed("no_such_model", corpus, "by_ref", EmbedConfig(threads=1), lake, catalog)
