@@ -24,7 +24,10 @@ Deviations from the reference, and why:
   typical documents, far more on Wikipedia). BERT's task is 50/50, and our gate checks 50 +- 2%, so the
   coin for the other chunks leans against the running surplus of random-next instances:
   P(random) = clip(0.5 - surplus / (2 * BALANCE_SPAN), 0, 1). Within a window the labels balance; each
-  label is still drawn at random.
+  label is still drawn at random. Where one-sentence chunks are so common that even a coin of 0 cannot
+  pay them back (a validation shard of bare titles: 65% random next was seen), a one-sentence chunk
+  met while the surplus is at BALANCE_SPAN is left out, so a window's share stays within
+  BALANCE_SPAN / n of 50%.
 - SOP: ALBERT's script still draws a random-document B for single-sentence chunks (an NSP leftover).
   Without random documents we split such a sentence at a uniform random token boundary instead, so
   A/B stay in-document and ordered; a chunk that is a single one-token sentence yields no instance.
@@ -138,6 +141,11 @@ def _pair_spans(docs: TokenizedDocs, objective: str, max_num_tokens: int, short_
         while chunk_start < doc_end:
             # the chunk is the shortest run of sentences reaching the target, or the rest of the document
             chunk_end = bisect_left(bounds, bounds[chunk_start] + target, chunk_start + 1, doc_end)
+            if objective == "nsp" and balance_nsp and chunk_end - chunk_start < 2 and surplus >= BALANCE_SPAN:
+                # a one-sentence chunk could only be another forced random next; with the surplus already at
+                # its bound (a window of mostly one-sentence documents) it is left out, see the docstring
+                chunk_start = chunk_end
+                continue
             if objective == "nsp":
                 p_random = min(1.0, max(0.0, 0.5 - surplus / (2 * BALANCE_SPAN))) if balance_nsp else 0.5
                 row, chunk_end = _nsp_pair(u, bounds, first, end, doc_of, j, chunk_start, chunk_end, target,

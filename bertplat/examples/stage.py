@@ -40,7 +40,7 @@ from bertplat.vocab.tokenizer import VocabInfo, load_tokenizer
 
 KIND = "examples"
 SCHEMA_VERSION = 1
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2  # 2: one-sentence chunks left out past the NSP surplus bound
 TASK_BYTES = 64 << 20  # corpus text per unit of parallel work
 
 

@@ -211,6 +211,21 @@ class TestNextSentencePrediction:
         inst = pack(docs, "nsp", np.random.default_rng(3))
         assert abs(inst.next_sentence_label.mean() - 0.5) < 0.02
 
+    def test_a_window_of_mostly_one_sentence_documents_stays_balanced(self):
+        # a small validation shard of bare titles: forced random-next chunks outnumber what a coin of 0 repays
+        titles = make_corpus(np.random.default_rng(4), n_docs=400, doc_sentences=(1, 1))
+        long = make_corpus(np.random.default_rng(5), n_docs=20, doc_sentences=(2, 3))
+        docs = TokenizedDocs.from_lists(
+            [[list(map(int, titles.token_ids[a:b]))] for a, b in zip(titles.sentence_offsets[:-1],
+                                                                        titles.sentence_offsets[1:])]
+            + [[list(map(int, long.token_ids[long.sentence_offsets[s]:long.sentence_offsets[s + 1]]))
+                for s in range(long.doc_offsets[d], long.doc_offsets[d + 1])] for d in range(long.n_docs)])
+        unbalanced = pack(docs, "nsp", np.random.default_rng(6), balance_nsp=False)
+        assert unbalanced.next_sentence_label.mean() > 0.8, "the window must be one the coin alone cannot balance"
+        inst = pack(docs, "nsp", np.random.default_rng(6))
+        n = len(inst.next_sentence_label)
+        assert n > 40 and abs(inst.next_sentence_label.mean() - 0.5) <= 16 / n + 1 / n
+
     def test_actual_next_is_contiguous_without_truncation(self):
         # one-token sentences: chunks and random B's stop exactly at the target, so nothing is truncated
         docs = make_corpus(np.random.default_rng(3), n_docs=100, sentence_len=(1, 1), doc_sentences=(2, 30))

@@ -114,7 +114,10 @@ def test_a_corpus_too_small_for_the_vocabulary_fails_the_gate(tmp_path):
 def test_chinese_vocabulary_carries_its_characters(shared_data, tmp_path):
     lake = Lake(str(tmp_path / "data"))
     corpus = run_ingest([str(shared_data / "corpora/zh")], "zh", IngestConfig(), lake).dataset
-    cfg = VocabConfig.from_yaml(Path(__file__).parents[2] / "configs" / "vocab" / "chinese.yaml")
+    # the shared Chinese corpora fill about 10,500 learned slots since mojibake lines are rejected: 21,128 would
+    # leave the learned share just under the gate's 0.5, so the size is lowered (the gate's advice)
+    cfg = VocabConfig.from_yaml(Path(__file__).parents[2] / "configs" / "vocab" / "chinese.yaml").model_copy(
+        update={"vocab_size": 18000})
     result = run_vocab(corpus, "zh", cfg, lake)
     assert result.report.passed and result.stats["heldout"]["unk_rate"] < 0.005
     tok = load_tokenizer(result.dataset.path)
