@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist, each worker (and every process it starts, through the environment) gets its share of the
+# cores for OpenMP: two workers on two cores, each with torch's default of one thread per core, spin-wait on
+# each other's cores, and a 2-minute fine-tuning took over 15 minutes in CI that way.
+if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // workers)))
 SHARED_DATA = Path(os.environ.get("BERTPLAT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
