@@ -47,13 +47,37 @@ class EvaluateResult(BaseModel):
     predictions: DatasetHandle
     examples: int
     elapsed_s: float
+    recorded: str | None = None  # the registry version the metrics were recorded for, if the model is one
 
     def summary(self) -> str:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()) or "no labels: predictions only"
+        registry = (f"\n  registry: recorded for {self.recorded} (bertplat models show {self.recorded})"
+                    if self.recorded else "")
         return (f"evaluated {self.model_dir} on {self.task.ref()} split {self.split} ({self.examples:,} examples) in "
                 f"{self.elapsed_s:.1f}s: {scores}\n"
                 f"  predictions: {self.predictions.uri}\n"
-                f"  DuckDB: SELECT * FROM predictions_{self.predictions.name} LIMIT 10;")
+                f"  DuckDB: SELECT * FROM predictions_{self.predictions.name} LIMIT 10;{registry}")
+
+
+def record_in_registry(model_dir: Path, task: DatasetHandle, split: str, metrics: dict[str, float],
+                       catalog: Catalog | None) -> str | None:
+    """Record ``metrics`` for the registered version whose directory is ``model_dir``; returns its reference
+    (``name@vN``), or None when the model is not registered (nothing to record against)."""
+    from bertplat.registry.refs import has_registry
+    from bertplat.registry.store import record_evaluation
+
+    if catalog is None or not metrics or not catalog.path.exists():
+        return None
+    with catalog.connect(read_only=True) as con:
+        if not has_registry(con):
+            return None
+        found = con.execute("SELECT name, number, version_id FROM registry_versions WHERE path IN (?, ?)",
+                            [str(model_dir), str(model_dir.resolve())]).fetchall()
+    if not found:
+        return None
+    name, number, vid = found[0]
+    record_evaluation(f"{name}@{vid}", task.name, task.fingerprint, split, metrics, catalog)
+    return f"{name}@v{number}"
 
 
 # ---- model directories ------------------------------------------------------------------------
@@ -208,5 +232,6 @@ def run_evaluate(model_dir_or_ref: str | Path, task: DatasetHandle, split: str, 
                                          "path": str(model_dir)}],
                                config={"model": str(model_dir), "task": task.ref(), "split": split,
                                        "metrics": decoded.metrics})
+    recorded = record_in_registry(model_dir, task, split, decoded.metrics, catalog)
     return EvaluateResult(model_dir=model_dir, task=task, split=split, metrics=decoded.metrics, predictions=handle,
-                          examples=len(features.rows), elapsed_s=time.monotonic() - start)
+                          examples=len(features.rows), elapsed_s=time.monotonic() - start, recorded=recorded)

@@ -40,7 +40,7 @@ def test_prefect_yaml_deploys_from_a_copy(tmp_path):
 
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
-    assert {"ingest", "vocab", "examples", "pretrain", "demo", "pipeline", "ingest-drop"} <= set(deployments)
+    assert {"ingest", "vocab", "examples", "pretrain", "demo", "pipeline", "ingest-drop", "promote"} <= set(deployments)
     assert "pipeline-gpu" not in deployments
     ingest = deployments["ingest"]
     assert ingest.entrypoint == "flows/ingest.py:ingest_flow"

@@ -176,6 +176,12 @@ def test_references_and_cli(reg):
         resolve_model("toy_sent@v7", lake, catalog)
     scored = run_evaluate("toy_sent@staging", reg["task"], "validation", lake, catalog)
     assert scored.model_dir == one.path and "accuracy" in scored.metrics
+    # the evaluation is recorded for the registered version it scored (a later `bertplat models show` has it)
+    assert scored.recorded == "toy_sent@v1" and "registry: recorded for toy_sent@v1" in scored.summary()
+    # (the fine-tuning recorded this split already: the same task version, split and metric is not doubled)
+    _, rows = catalog.fetch("SELECT metric, value FROM evaluations WHERE name = 'toy_sent' AND version_id = ? "
+                            "AND split = 'validation' AND metric = 'accuracy'", [one.version_id])
+    assert [tuple(r) for r in rows] == [("accuracy", scored.metrics["accuracy"])], rows
     env = {"BERTPLAT_DATA_DIR": str(lake.data_dir)}
     out = runner.invoke(app, ["models", "list"], env=env)
     assert out.exit_code == 0 and "toy_sent" in out.output and "staging" in out.output, out.output
