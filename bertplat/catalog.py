@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,8 @@ import duckdb
 
 from bertplat.lake import DatasetHandle, Lake, check_kind, check_name, read_manifest, write_json_atomic
 from bertplat.registry.schema import REGISTRY_SCHEMA, registry_views
+
+log = logging.getLogger(__name__)
 
 UNION_VIEWS = ("rejects",)  # table kinds that also get one view over all datasets
 Registration = Literal["indexed", "deferred"]
@@ -279,6 +282,12 @@ class Catalog:
         views: dict[str, str] = {}
         union_parts: dict[str, list[str]] = {}
         for kind, name, fp, table_kind, glob in con.execute(_LATEST_TABLES).fetchall():
+            if not (self.lake.version_dir(kind, name, fp) / "_manifest.json").is_file():
+                # removed from the lake behind the catalog's back: no view, rather than one that fails every
+                # query and every later registration (`bertplat catalog check` names it, `rebuild` forgets it)
+                log.warning("catalog: %s/%s@%s is indexed but gone from the lake; its views are left out",
+                            kind, name, fp)
+                continue
             source = self._parquet_source(kind, name, fp, glob)
             views[f"{table_kind}_{name}"] = f"SELECT * FROM {source}"
             if table_kind in UNION_VIEWS:

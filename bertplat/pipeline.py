@@ -69,6 +69,38 @@ def load_preset(name: str) -> dict[str, Any]:
     return data
 
 
+def _jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
+
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
+
+
+def drop_defaults(data: dict[str, Any], model: type) -> dict[str, Any]:
+    """``data`` without the values that equal ``model``'s own defaults, nested configs field by field.
+
+    The Prefect UI's run form fills in every field with its schema default, so a custom run that only picks
+    ``preset: tiny`` arrives with the demo's name and every stage's defaults; those must not override the
+    preset. (So a field set to its default does not override a preset that sets it otherwise: edit the
+    preset, or give a value that differs from the default.)"""
+    from pydantic import BaseModel
+
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None or field.is_required():
+            out[key] = value
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(value, dict) and isinstance(default, BaseModel):
+            rest = drop_defaults(value, type(default))
+            if rest:
+                out[key] = rest
+        elif _jsonable(value) != _jsonable(default):
+            out[key] = value
+    return out
+
+
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` on top of ``base``, nested mappings field by field; a None in ``over`` keeps ``base``'s value
     (a form leaves fields it did not show as null)."""
@@ -114,7 +146,7 @@ class PipelineConfig(StageConfig):
         name = data.get("preset") or "demo"
         if not isinstance(name, str):
             raise ValueError(f"preset must be the name of a file in configs/pipelines/, got {name!r}")
-        return merge(load_preset(name), {**data, "preset": name})
+        return merge(load_preset(name), {**drop_defaults(data, cls), "preset": name})
 
     @field_validator("name")
     @classmethod

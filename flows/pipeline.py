@@ -74,7 +74,7 @@ def dataset_fingerprints(lake: Lake, kind: str, name: str) -> set[str]:
 
 
 def model_fingerprints(lake: Lake, name: str) -> set[str]:
-    root = Path(lake.root) / "models" / name
+    root = lake.data_dir / "models" / name
     return {p.parent.name for p in root.glob("*/_manifest.json")} if root.is_dir() else set()
 
 

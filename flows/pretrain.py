@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from bertplat.pretrain import PretrainConfig, PretrainResult, run_pretrain
@@ -78,6 +78,7 @@ def publish_pretrain_summary(result: PretrainResult) -> None:
 @flow(name="pretrain", description="Pretrain a BERT-family model on an examples dataset; export it if the gate passes.")
 def pretrain_flow(params: PretrainParams) -> str:
     result = pretrain_model(params)
+    get_run_logger().info(result.summary())  # the run's logs say what was made, and whether it resumed
     publish_pretrain_summary(result)
     if params.register:
         from flows.finetune import publish_card_link, register_export

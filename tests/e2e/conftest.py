@@ -83,9 +83,15 @@ class Served:
         return found.json()
 
     def trigger(self, name: str, parameters: dict) -> httpx.Response:
-        """What the UI's Run button (and its custom-run form) posts."""
-        return self.client.post(f"/deployments/{self.deployment(name)['id']}/create_flow_run",
-                                json={"parameters": parameters, "state": {"type": "SCHEDULED"}})
+        """What the UI's Run button (and its custom-run form) posts; a 503 (SQLite busy under load) is retried,
+        as the UI's user would."""
+        for _ in range(10):
+            created = self.client.post(f"/deployments/{self.deployment(name)['id']}/create_flow_run",
+                                       json={"parameters": parameters, "state": {"type": "SCHEDULED"}})
+            if created.status_code != 503:
+                break
+            time.sleep(2.0)
+        return created
 
     def wait(self, run_id: str, timeout: float = 600.0, until: set[str] = FINAL_STATES) -> dict:
         deadline = time.monotonic() + timeout
@@ -103,9 +109,16 @@ class Served:
         assert created.status_code == 201, created.text
         return self.wait(created.json()["id"], timeout)
 
-    def logs(self, run: dict) -> str:
-        logs = self.client.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
-        return "\n".join(entry["message"] for entry in logs.json())
+    def logs(self, run: dict, subflows: bool = False) -> str:
+        """The run's log lines (with ``subflows``, its stages' subflow runs' too, as the UI shows them)."""
+        ids = [run["id"]] + ([f["id"] for f in self.subflow_runs(run)] if subflows else [])
+        lines: list[str] = []
+        while True:  # the API returns at most 200 a page
+            page = self.client.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 200,
+                                                          "offset": len(lines), "sort": "TIMESTAMP_ASC"}).json()
+            lines += [entry["message"] for entry in page]
+            if len(page) < 200:
+                return "\n".join(lines)
 
     def artifacts(self, run_id: str) -> list[dict]:
         found = self.client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})

@@ -61,14 +61,20 @@ def test_deployments_from_prefect_yaml_with_no_absolute_path_and_the_pipeline_co
 
 
 def test_unchanged_rerun_is_all_cached_and_much_faster(served, first_run):
-    _, first_s = first_run
+    first, first_s = first_run
     start = time.monotonic()
     run = served.run("pipeline/pipeline", tiny(served))
     second_s = time.monotonic() - start
     served.assert_completed(run)
     rows = overview(served, run)
     assert [r["status"] for r in rows[:7]] == ["cached"] * 7, rows
-    assert second_s < 0.6 * first_s, (second_s, first_s)
+    # the tiny run's wall time is mostly the worker starting a process and Prefect's subflow bookkeeping (about
+    # 1 s a stage, cached or not); the training stages are what caching saves
+    def training_s(stages: list[dict]) -> float:
+        return sum(r["seconds"] for r in stages if r["stage"] in ("pretrain", "finetune"))
+
+    assert training_s(rows) < 0.5 * training_s(overview(served, first)), (rows, overview(served, first))
+    assert second_s < first_s, (second_s, first_s)
 
 
 def test_changed_examples_config_redoes_examples_and_downstream_only(served, first_run):
@@ -101,7 +107,7 @@ def test_gate_failure_fails_the_run_with_its_report_and_registers_nothing(served
     assert run["state_type"] == "FAILED", run["state"]
     keys = {a["key"]: a for a in served.artifacts(run["id"]) if a.get("key")}
     assert "pipeline-tiny-gate-failed" in keys, sorted(keys)
-    assert "whole_word" in json.dumps(keys["pipeline-tiny-gate-failed"]["data"]).lower()
+    assert "whole-word share | **FAIL**" in json.dumps(keys["pipeline-tiny-gate-failed"]["data"])
     status = {r["stage"]: r["status"] for r in overview(served, run)}
     assert status["vocab"] == "failed" and status["pretrain"] == status["register"] == "skipped", status
     after = sorted(p.name for p in (served.data_dir / "models").rglob("*") if p.is_dir())
@@ -127,7 +133,7 @@ def test_bad_form_parameters_are_rejected_before_any_work(served, config, says):
 
 
 def test_an_activated_cron_schedule_creates_scheduled_runs(served):
-    deployment = served.deployment("ingest-drop/ingest-drop")
+    deployment = served.deployment("ingest/ingest-drop")
     (schedule,) = deployment["schedules"]
     assert schedule["active"] is False and schedule["schedule"]["cron"] == "0 2 * * *"
     patched = served.client.patch(f"/deployments/{deployment['id']}/schedules/{schedule['id']}",
@@ -169,14 +175,20 @@ def test_drill_kill_the_worker_during_pretraining_then_rerun_resumes_to_the_same
     from bertplat.pipeline import PipelineConfig
     from bertplat.pretrain import run_pretrain
 
-    drill = {"max_steps": 60, "checkpoint_every_n_steps": 10, "val_every_n_steps": 30, "seed": 3}
+    # long enough (a few hundred steps run at ~30 steps/s here) that the kill lands mid-training
+    drill = {"max_steps": 400, "checkpoint_every_n_steps": 40, "val_every_n_steps": 200, "seed": 3}
     params = tiny(served, pretrain=drill)
+    runs = served.data_dir / "runs"
+    earlier = set(runs.glob("tiny-tiny-*"))  # the other tests' runs have step checkpoints of their own
     created = served.trigger("pipeline/pipeline", params)
     assert created.status_code == 201, created.text
     killed = created.json()["id"]
-    runs = served.data_dir / "runs"
+
+    def drill_checkpoints() -> list:
+        return [c for d in set(runs.glob("tiny-tiny-*")) - earlier for c in d.glob("checkpoints/*step=*")]
+
     deadline = time.monotonic() + 420
-    while not list(runs.glob("tiny-tiny-*/checkpoints/*step=*")) if runs.is_dir() else True:
+    while not drill_checkpoints():
         assert time.monotonic() < deadline, f"no pretraining checkpoint after 420s:\n{served.tail()}"
         assert served.client.get(f"/flow_runs/{killed}").json()["state_type"] not in ("COMPLETED", "FAILED")
         time.sleep(0.5)
@@ -187,7 +199,7 @@ def test_drill_kill_the_worker_during_pretraining_then_rerun_resumes_to_the_same
         time.sleep(1.0)
     run = served.run("pipeline/pipeline", params)
     served.assert_completed(run)
-    assert "resumed" in served.logs(run).lower(), "pretraining did not resume from its checkpoint"
+    assert "resumed at step" in served.logs(run, subflows=True), "pretraining did not resume from its checkpoint"
     pretrain_row = next(r for r in overview(served, run) if r["stage"] == "pretrain")
     resumed = served.data_dir / "models" / "tiny-tiny" / pretrain_row["fingerprint"]
 

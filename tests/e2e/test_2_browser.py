@@ -38,6 +38,12 @@ def browser(tmp_path_factory):
             context.close()
 
 
+def run_ids(served, deployment_id: str) -> list[str]:
+    found = served.client.post("/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
+    assert found.status_code == 200, found.text
+    return [r["id"] for r in found.json()]
+
+
 def test_a_custom_run_from_the_deployment_form_completes_with_subflows_and_artifacts(served, browser):
     deployment = served.deployment("pipeline/pipeline")
     # the deployment's form defaults: the tiny preset on the corpus slice (an operator's edit of the defaults)
@@ -52,9 +58,15 @@ def test_a_custom_run_from_the_deployment_form_completes_with_subflows_and_artif
     page.goto(f"{ui}/deployments/deployment/{deployment['id']}/run", wait_until="networkidle")
     page.get_by_role("button", name="Submit").wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "custom-run-form.png"), full_page=True)
+    before = set(run_ids(served, deployment["id"]))
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_url("**/runs/flow-run/**", timeout=60_000)
-    run_id = page.url.rstrip("/").split("/")[-1].split("?")[0]
+    # the UI then shows the deployment's runs (or the new run's page, depending on its version): the run the
+    # form created is the deployment's one new flow run
+    deadline = time.monotonic() + 60
+    while not (new := set(run_ids(served, deployment["id"])) - before):
+        assert time.monotonic() < deadline, f"the form's Submit created no flow run; the page is at {page.url}"
+        time.sleep(1.0)
+    (run_id,) = new
     run = served.wait(run_id, timeout=600)
     served.assert_completed(run)
     page.goto(f"{ui}/runs/flow-run/{run_id}", wait_until="networkidle")
