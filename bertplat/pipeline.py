@@ -77,26 +77,29 @@ def _jsonable(value: Any) -> Any:
 
 
 def drop_defaults(data: dict[str, Any], model: type) -> dict[str, Any]:
-    """``data`` without the values that equal ``model``'s own defaults, nested configs field by field.
+    """``data`` without the values a filled-in form left at ``model``'s defaults, nested configs each on its own.
 
     The Prefect UI's run form fills in every field with its schema default, so a custom run that only picks
     ``preset: tiny`` arrives with the demo's name and every stage's defaults; those must not override the
-    preset. (So a field set to its default does not override a preset that sets it otherwise: edit the
-    preset, or give a value that differs from the default.)"""
+    preset. A mapping that lists every field of its config is such a form: its values equal to the defaults
+    are dropped (so there a field set to its default does not override a preset that sets it otherwise).
+    A mapping that names some fields (an override from code or YAML) keeps every value it names."""
     from pydantic import BaseModel
 
+    fields = getattr(model, "model_fields", {})
+    form = bool(fields) and set(fields) <= set(data)
     out: dict[str, Any] = {}
     for key, value in data.items():
-        field = getattr(model, "model_fields", {}).get(key)
+        field = fields.get(key)
         if field is None or field.is_required():
             out[key] = value
             continue
         default = field.get_default(call_default_factory=True)
         if isinstance(value, dict) and isinstance(default, BaseModel):
             rest = drop_defaults(value, type(default))
-            if rest:
+            if rest or not form:
                 out[key] = rest
-        elif _jsonable(value) != _jsonable(default):
+        elif not form or _jsonable(value) != _jsonable(default):
             out[key] = value
     return out
 

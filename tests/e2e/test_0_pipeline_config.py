@@ -38,6 +38,12 @@ def test_a_run_form_filled_with_every_default_takes_the_presets_values():
     cfg = PipelineConfig.model_validate(payload)
     tiny = PipelineConfig.from_preset("tiny", corpus=["slice.json"])
     assert cfg == tiny and cfg.name == "tiny" and cfg.ingest.text_field == "extract"
+    # an override from code names some fields: those are kept even where they equal the defaults
+    floor = PipelineConfig.model_fields["pretrain"].get_default(call_default_factory=True).min_val_mlm_accuracy
+    demo = PipelineConfig.from_preset("demo")
+    assert demo.pretrain.min_val_mlm_accuracy != floor, "the demo preset must set a floor for this to mean much"
+    assert PipelineConfig.from_preset("demo", pretrain={"min_val_mlm_accuracy": floor}
+                                      ).pretrain.min_val_mlm_accuracy == floor
 
 
 @pytest.mark.parametrize("overrides, says", [
