@@ -57,7 +57,9 @@ def test_demo_pipeline_runs_every_stage_and_publishes_reports(data_dir, capsys):
     # regression: the end summary of `make demo` left out the model's final metrics; it ends with them
     capsys.readouterr()
     print_summary(handles, catalog, elapsed_s=1.0)
-    pretrained_line, finetuned_line = capsys.readouterr().out.strip().splitlines()[-2:]
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("The pretrained model at the end of training"))
+    pretrained_line, finetuned_line = lines[at:at + 2]
     acc = manifest["metrics"]["val/mlm_acc"]
     assert pretrained_line.startswith("The pretrained model at the end of training: 40 steps")
     assert f"validation MLM accuracy {acc:.3f}" in pretrained_line
