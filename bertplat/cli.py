@@ -142,6 +142,12 @@ def ingest(
     max_reject_ratio: float | None = typer.Option(None, help="Fail when more than this share of records is "
                                                      "rejected (default 0.05)."),
     dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate documents (default on)."),
+    markup_cleanup: str | None = typer.Option(None, help="Remove WikiExtractor leftovers (entities, markup lines, "
+                                              "formula_N/codice_N, empty parentheses): 'auto' (default: "
+                                              "WikiExtractor input only), 'on' (every input) or 'off'."),
+    near_dedup: float | None = typer.Option(None, help="Also drop near-duplicate documents (MinHash + LSH over "
+                                            "5-word shingles) whose estimated Jaccard similarity to an earlier "
+                                            "one reaches this, e.g. 0.8 (default off)."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
 ) -> None:
     """Ingest raw corpora into a validated, deduplicated Parquet corpus dataset."""
@@ -152,8 +158,11 @@ def ingest(
                                      label_field=label_field, text_mode=text_mode, encoding=encoding,
                                      include=include or None, exclude=exclude or None, normalization=normalization,
                                      max_record_bytes=max_record_bytes, max_reject_ratio=max_reject_ratio, dedup=dedup,
-                                     workers=workers)
+                                     markup_cleanup=markup_cleanup, workers=workers)
     cfg = _run(IngestConfig.from_yaml, config, **overrides) if config else _run(IngestConfig.build, {}, overrides)
+    if near_dedup is not None:  # the threshold on top of the config's other near-dedup settings
+        cfg = _run(IngestConfig.build, cfg.model_dump(),
+                   {"near_dedup": {**cfg.near_dedup.model_dump(), "threshold": near_dedup}})
     result = _run(run_ingest, paths, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())
     _report_deferred(catalog, result)

@@ -71,6 +71,21 @@ def test_options_override_the_yaml_config(env):
     assert result.exit_code == 0, result.output
 
 
+def test_ingest_near_dedup_and_markup_cleanup_options(env):
+    body = " ".join(f"word{i} common text" for i in range(120))
+    src = env / "near.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in
+                           [body, body.replace("word5 ", "changed5 "), "An &amp; unrelated <b>document</b>. " * 30]))
+    result = runner.invoke(app, ["ingest", str(src), "--name", "near", "--near-dedup", "0.8", "--markup-cleanup", "on",
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 near-duplicates dropped" in result.output, result.output
+    texts = runner.invoke(app, ["sql", "SELECT text FROM corpus_near ORDER BY text", "-o", "json"])
+    assert len(json.loads(texts.output)) == 2 and "&amp;" not in texts.output and "<b>" not in texts.output
+    bad = runner.invoke(app, ["ingest", str(src), "--name", "near2", "--near-dedup", "0.2"])
+    assert bad.exit_code == 2 and "near_dedup.threshold" in bad.output, bad.output
+
+
 @pytest.mark.parametrize("args,message,code", [
     (["ingest", "/no/such/path", "--name", "x"], "does not exist", 1),
     (["ingest", ".", "--name", "bad name"], "invalid dataset name", 1),
