@@ -81,14 +81,13 @@ def drop_defaults(data: dict[str, Any], model: type) -> dict[str, Any]:
 
     The Prefect UI's run form fills in every field with its schema default, so a custom run that only picks
     ``preset: tiny`` arrives with the demo's name and every stage's defaults; those must not override the
-    preset. A mapping that lists every field of its config (but those whose default is empty, which the form
-    leaves out) is such a form: its values equal to the defaults
-    are dropped (so there a field set to its default does not override a preset that sets it otherwise).
-    A mapping that names some fields (an override from code or YAML) keeps every value it names."""
+    preset. A mapping is such a form when it lists every field of its config, except those whose default is
+    empty (the form leaves them out). Its values equal to the defaults are dropped, so there a field set to
+    its default does not override a preset that sets it otherwise. A mapping that names only some fields (an
+    override from code or YAML) keeps every value it names."""
     from pydantic import BaseModel
 
     fields = getattr(model, "model_fields", {})
-    # the form leaves out fields whose default is empty (model_overrides: {}), so those may be missing
     form = bool(fields) and all(
         not f.is_required() and _jsonable(f.get_default(call_default_factory=True)) in (None, {}, [], "")
         for k, f in fields.items() if k not in data)

@@ -74,7 +74,9 @@ def dataset_fingerprints(lake: Lake, kind: str, name: str) -> set[str]:
 
 
 def model_fingerprints(lake: Lake, name: str) -> set[str]:
-    root = lake.data_dir / "models" / name
+    from bertplat.registry.store import models_root
+
+    root = models_root(lake) / name
     return {p.parent.name for p in root.glob("*/_manifest.json")} if root.is_dir() else set()
 
 

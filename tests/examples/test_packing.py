@@ -170,6 +170,15 @@ class TestHandComputedInstances:
         assert rows(inst) == [[CLS, 1001, 1002, 1003, SEP], [CLS, 1004, 1005, 1006, SEP]]
 
 
+def titles_then(titles: TokenizedDocs, long: TokenizedDocs) -> TokenizedDocs:
+    """One-sentence documents (every sentence of ``titles`` its own document), then the documents of ``long``."""
+    return TokenizedDocs.from_lists(
+        [[list(map(int, titles.token_ids[a:b]))] for a, b in zip(titles.sentence_offsets[:-1],
+                                                                    titles.sentence_offsets[1:])]
+        + [[list(map(int, long.token_ids[long.sentence_offsets[s]:long.sentence_offsets[s + 1]]))
+            for s in range(long.doc_offsets[d], long.doc_offsets[d + 1])] for d in range(long.n_docs)])
+
+
 class TestNextSentencePrediction:
     def test_invariants_and_labels(self, corpus):
         inst = pack(corpus, "nsp", np.random.default_rng(5))
@@ -203,11 +212,7 @@ class TestNextSentencePrediction:
         # like the WikiExtractor dump: most articles are a bare title (one sentence)
         titles = make_corpus(np.random.default_rng(1), n_docs=1500, doc_sentences=(1, 1))
         long = make_corpus(np.random.default_rng(2), n_docs=500, doc_sentences=(10, 40))
-        docs = TokenizedDocs.from_lists(
-            [[list(map(int, titles.token_ids[a:b]))] for a, b in zip(titles.sentence_offsets[:-1],
-                                                                        titles.sentence_offsets[1:])]
-            + [[list(map(int, long.token_ids[long.sentence_offsets[s]:long.sentence_offsets[s + 1]]))
-                for s in range(long.doc_offsets[d], long.doc_offsets[d + 1])] for d in range(long.n_docs)])
+        docs = titles_then(titles, long)
         inst = pack(docs, "nsp", np.random.default_rng(3))
         assert abs(inst.next_sentence_label.mean() - 0.5) < 0.02
 
@@ -215,11 +220,7 @@ class TestNextSentencePrediction:
         # a small validation shard of bare titles: forced random-next chunks outnumber what a coin of 0 repays
         titles = make_corpus(np.random.default_rng(4), n_docs=400, doc_sentences=(1, 1))
         long = make_corpus(np.random.default_rng(5), n_docs=20, doc_sentences=(2, 3))
-        docs = TokenizedDocs.from_lists(
-            [[list(map(int, titles.token_ids[a:b]))] for a, b in zip(titles.sentence_offsets[:-1],
-                                                                        titles.sentence_offsets[1:])]
-            + [[list(map(int, long.token_ids[long.sentence_offsets[s]:long.sentence_offsets[s + 1]]))
-                for s in range(long.doc_offsets[d], long.doc_offsets[d + 1])] for d in range(long.n_docs)])
+        docs = titles_then(titles, long)
         unbalanced = pack(docs, "nsp", np.random.default_rng(6), balance_nsp=False)
         assert unbalanced.next_sentence_label.mean() > 0.8, "the window must be one the coin alone cannot balance"
         inst = pack(docs, "nsp", np.random.default_rng(6))
