@@ -184,7 +184,7 @@ def served(tmp_path_factory) -> Served:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     proc, _ = start_serve(tmp, data_dir, port)
-    client = httpx.Client(base_url=api, timeout=30.0)
+    client = httpx.Client(base_url=api, timeout=120.0)  # SQLite under a loaded CI box can stall a request past 30 s
     served = Served(proc=proc, log=tmp / "serve.log", logs_dir=tmp / "logs", api=api, data_dir=data_dir,
                     corpus=write_slice(tmp / "slice.json"), client=client)
     try:
