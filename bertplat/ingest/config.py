@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertplat.config import StageConfig
-from bertplat.ingest.neardup import NearDedup
+from bertplat.ingest.neardup import NEAR_DEDUP_ALGORITHM, NearDedup
 from bertplat.ingest.quality import QualityFilters
 
 Format = Literal["auto", "text", "jsonl", "json", "csv", "tsv", "parquet", "wikiextractor", "gutenberg"]
@@ -159,4 +159,8 @@ class IngestConfig(StageConfig):
         import json
 
         data = self.model_dump(mode="json", exclude={"workers"})
+        if self.near_dedup.threshold is None:
+            data["near_dedup"].pop("exact_shingles")    # added later: configs without near-dedup keep their versions
+        else:
+            data["near_dedup"]["algorithm"] = NEAR_DEDUP_ALGORITHM
         return json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -11,8 +11,14 @@ Workers compute the signatures of their batches (in parallel) and write, per tas
 keys and the signatures. The stage then lets DuckDB (memory-limited, spilling to disk) find the
 buckets: every document that shares a band key with an earlier one becomes a candidate of the
 bucket's first document; only candidates' signatures are loaded and compared, and a candidate
-whose estimated Jaccard reaches ``threshold`` is removed, pointing at the earliest document of its
+whose Jaccard similarity reaches ``threshold`` is removed, pointing at the earliest document of its
 group (union-find over the verified pairs, in input order).
+
+The estimate is coarse for short documents: with fewer shingles than bins most bins are filled by
+densification, and stubs of a few dozen words at exact Jaccard 0.56-0.78 were estimated at 0.8 or
+more (precision 0.455 on a 5,000-article sample). So workers also keep the distinct shingle hashes
+of every document with at most ``exact_shingles`` shingles (bounded: no more values than a few
+signatures), and a pair of two such documents is decided on its exact Jaccard similarity.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Part of the ingest fingerprint when near-dedup is on. 2: short documents decided on exact Jaccard.
+NEAR_DEDUP_ALGORITHM = 2
 
 _P = np.uint64(0x100000001B3)          # FNV prime: odd, so invertible modulo 2**64
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -37,6 +46,9 @@ class NearDedup(BaseModel):
     num_perm: int = Field(default=120, ge=16, le=512, description="MinHash signature length.")
     bands: int = Field(default=20, ge=1, description="LSH bands (num_perm / bands rows each); more bands "
                        "find pairs of lower similarity as candidates.")
+    exact_shingles: int = Field(default=256, ge=0, le=4096, description="Candidate pairs of documents with at "
+                                "most this many shingles each are verified on their exact Jaccard similarity "
+                                "(the estimate of short documents is coarse); 0: always the estimate.")
 
     @model_validator(mode="after")
     def _bands_divide(self):
@@ -66,17 +78,26 @@ def _token_bounds(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray,
 
 def signatures(arr: pa.StringArray, cfg: NearDedup) -> np.ndarray:
     """(len(arr), num_perm) uint32 MinHash signatures; a text with no word gets all 0xFFFFFFFF."""
+    return sketch(arr, cfg)[0]
+
+
+def sketch(arr: pa.StringArray, cfg: NearDedup) -> tuple[np.ndarray, pa.ListArray]:
+    """The MinHash signatures of ``arr`` and, for each text with at most ``exact_shingles`` distinct
+    shingles, its sorted distinct 32-bit shingle hashes (null for longer texts), so that pairs of short
+    texts are verified on their exact Jaccard similarity instead of the estimate (see the module
+    docstring)."""
     n, k = len(arr), cfg.num_perm
     sig = np.full((n, k), np.iinfo(np.uint64).max, dtype=np.uint64)
     if n == 0:
-        return sig.astype(np.uint32)
+        return sig.astype(np.uint32), _shingle_sets(np.empty(0, np.uint32), np.empty(0, np.int64), 0, 0)
     low = pc.utf8_lower(arr)
     offsets = np.frombuffer(low.buffers()[1], dtype=np.int32)[low.offset: low.offset + n + 1].astype(np.int64)
     data = np.frombuffer(low.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]] if low.buffers()[2] else np.empty(0, np.uint8)
     offsets = offsets - offsets[0]
     starts, ends = _token_bounds(data, offsets[:-1])
     if len(starts) == 0:
-        return np.full((n, k), 0xFFFFFFFF, dtype=np.uint32)
+        return (np.full((n, k), 0xFFFFFFFF, dtype=np.uint32),
+                _shingle_sets(np.empty(0, np.uint32), np.empty(0, np.int64), n, cfg.exact_shingles))
     if not (starts[1:] > starts[:-1]).all():       # CJK characters come after the other words
         order = np.argsort(starts, kind="stable")
         starts, ends = starts[order], ends[order]
@@ -111,7 +132,25 @@ def signatures(arr: pa.StringArray, cfg: NearDedup) -> np.ndarray:
         value = sh & np.uint64(0xFFFFFFFF)
         flat = sig.reshape(-1)
         np.minimum.at(flat, sh_doc * k + bins, value)
-    return _densify(sig, count > 0)
+        folded = ((sh >> np.uint64(32)) ^ value).astype(np.uint32)
+    return _densify(sig, count > 0), _shingle_sets(folded, sh_doc, n, cfg.exact_shingles)
+
+
+def _shingle_sets(values: np.ndarray, doc: np.ndarray, n: int, limit: int) -> pa.ListArray:
+    """list<uint32> of each document's sorted distinct shingle hashes; null where it has more than
+    ``limit`` shingles (counted with repeats, so only short documents are sorted)."""
+    per_doc = np.bincount(doc, minlength=n)
+    small = per_doc <= limit
+    pick = small[doc]
+    values, doc = values[pick], doc[pick]
+    order = np.lexsort((values, doc))
+    values, doc = values[order], doc[order]
+    distinct = np.ones(len(values), dtype=bool)
+    distinct[1:] = (values[1:] != values[:-1]) | (doc[1:] != doc[:-1])
+    values, doc = values[distinct], doc[distinct]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(doc, minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint32()), mask=pa.array(~small))
 
 
 _POWERS: list[np.ndarray] = []
@@ -122,14 +161,24 @@ def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
     byte cost a third of the signature time)."""
     if not _POWERS or len(_POWERS[0]) < size:
         grown = max(size, 2 * len(_POWERS[0]) if _POWERS else 0)
-        powers = np.empty(grown, dtype=np.uint64)
-        inv = np.empty(grown, dtype=np.uint64)
-        powers[0] = inv[0] = 1
-        with np.errstate(over="ignore"):
-            np.cumprod(np.full(grown - 1, _P, dtype=np.uint64), out=powers[1:])
-            np.cumprod(np.full(grown - 1, _inverse(_P), dtype=np.uint64), out=inv[1:])
-        _POWERS[:] = [powers, inv]
+        _POWERS[:] = [_geometric(_P, grown), _geometric(_inverse(_P), grown)]
     return _POWERS[0][:size], _POWERS[1][:size]
+
+
+def _geometric(p: np.uint64, size: int) -> np.ndarray:
+    """p**i mod 2**64 for i < size, by doubling: each step multiplies the known block by p**len (a
+    vectorised multiply, where a cumprod is one sequential multiply per element)."""
+    out = np.empty(max(size, 1), dtype=np.uint64)
+    out[0] = 1
+    known = 1
+    with np.errstate(over="ignore"):
+        step = np.uint64(p)
+        while known < size:
+            take = min(known, size - known)
+            np.multiply(out[:take], step, out=out[known:known + take])
+            known += take
+            step = step * step
+    return out[:size]
 
 
 def _inverse(p: np.uint64) -> np.uint64:
@@ -146,19 +195,22 @@ def _densify(sig: np.ndarray, has_words: np.ndarray) -> np.ndarray:
     distance, so that empty bins of two documents agree exactly when their sources do."""
     empty_value = np.iinfo(np.uint64).max
     k = sig.shape[1]
-    dist = np.zeros(sig.shape, dtype=np.uint64)
-    empty = sig == empty_value
+    out = (sig & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    rows = np.flatnonzero((sig == empty_value).any(axis=1))     # only these need filling
+    part = sig[rows]
+    dist = np.zeros(part.shape, dtype=np.uint64)
+    empty = part == empty_value
     shift = 1
     while empty.any() and shift < k:
-        src = np.roll(sig, -shift, axis=1)
+        src = np.roll(part, -shift, axis=1)
         src_dist = np.roll(dist, -shift, axis=1) + np.uint64(shift)
         take = empty & (src != empty_value)
-        sig = np.where(take, src, sig)
+        part = np.where(take, src, part)
         dist = np.where(take, src_dist, dist)
-        empty = sig == empty_value
+        empty = part == empty_value
         shift *= 2
     with np.errstate(over="ignore"):
-        out = ((sig + dist * np.uint64(0x632BE5AB)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        out[rows] = ((part + dist * np.uint64(0x632BE5AB)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     out[~has_words] = 0xFFFFFFFF
     return out
 
@@ -181,8 +233,8 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b).mean(axis=1)
 
 
-def find_near_duplicates(con, sig_files: list[str], cfg: NearDedup) -> list[tuple[str, str, float]]:
-    """(removed doc_id, kept doc_id, estimated Jaccard) for every near-duplicate, keeping the first in
+def find_near_duplicates(con, sig_files: list[str], cfg: NearDedup) -> list[tuple[str, str, float, bool]]:
+    """(removed doc_id, kept doc_id, Jaccard, whether it is exact) for every near-duplicate, keeping the first in
     input order (signature files sort in task order, rows in writing order). Exact duplicates
     (the same doc_id again) are skipped here: exact dedup has removed them already.
 
@@ -192,8 +244,8 @@ def find_near_duplicates(con, sig_files: list[str], cfg: NearDedup) -> list[tupl
         return []
     con.execute("""
         CREATE OR REPLACE TEMP TABLE near_docs AS
-        SELECT doc_id, ord, sig, bands FROM (
-            SELECT doc_id, sig, bands, row_number() OVER (ORDER BY filename, seq) AS ord
+        SELECT doc_id, ord, sig, bands, shingles FROM (
+            SELECT doc_id, sig, bands, shingles, row_number() OVER (ORDER BY filename, seq) AS ord
             FROM read_parquet(?, filename = true))
         QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY ord) = 1
     """, [sig_files])
@@ -207,13 +259,21 @@ def find_near_duplicates(con, sig_files: list[str], cfg: NearDedup) -> list[tupl
     a, b = pairs["ord"].astype(np.int64), pairs["first"].astype(np.int64)
     wanted = np.unique(np.concatenate((a, b)))
     con.execute("CREATE OR REPLACE TEMP TABLE near_wanted AS SELECT unnest(?::BIGINT[]) AS ord", [wanted.tolist()])
-    rows = con.sql("SELECT d.ord, d.doc_id, d.sig FROM near_docs d JOIN near_wanted w USING (ord) "
+    rows = con.sql("SELECT d.ord, d.doc_id, d.sig, d.shingles FROM near_docs d JOIN near_wanted w USING (ord) "
                    "ORDER BY d.ord").to_arrow_table()
     ords = rows.column("ord").to_numpy()
     ids = rows.column("doc_id").to_pylist()
     sig = rows.column("sig").combine_chunks().flatten().to_numpy().reshape(len(ords), cfg.num_perm)
     ia, ib = np.searchsorted(ords, a), np.searchsorted(ords, b)
     est = jaccard_estimate(sig[ia], sig[ib])
+    sets = rows.column("shingles").to_pylist()
+    # short documents: the exact Jaccard similarity of their shingle sets replaces the estimate
+    exact = np.zeros(len(est), dtype=bool)
+    for j, (x, y) in enumerate(zip(ia.tolist(), ib.tolist())):
+        if sets[x] is not None and sets[y] is not None:
+            common = len(np.intersect1d(sets[x], sets[y], assume_unique=True))
+            est[j] = common / max(len(sets[x]) + len(sets[y]) - common, 1)
+            exact[j] = True
     wordless = (sig == 0xFFFFFFFF).all(axis=1)     # texts without a word are nobody's near-copy
     ok = (est >= cfg.threshold) & ~wordless[ia] & ~wordless[ib]
     # union-find in input order: every group keeps its earliest document
@@ -225,10 +285,10 @@ def find_near_duplicates(con, sig_files: list[str], cfg: NearDedup) -> list[tupl
             x = parent[x]
         return x
 
-    best: dict[int, float] = {}
-    for x, y, e in zip(ia[ok].tolist(), ib[ok].tolist(), est[ok].tolist()):
+    best: dict[int, tuple[float, bool]] = {}
+    for x, y, e, ex in zip(ia[ok].tolist(), ib[ok].tolist(), est[ok].tolist(), exact[ok].tolist()):
         rx, ry = root(x), root(y)
         if rx != ry:
             parent[max(rx, ry)] = min(rx, ry)
-        best[x] = max(best.get(x, 0.0), e)
-    return [(ids[x], ids[root(x)], best[x]) for x in sorted(best) if root(x) != x]
+        best[x] = max(best.get(x, (0.0, False)), (e, ex))
+    return [(ids[x], ids[root(x)], *best[x]) for x in sorted(best) if root(x) != x]

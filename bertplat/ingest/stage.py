@@ -387,27 +387,29 @@ def _drop_near_duplicates(out: Path, parts: list[str], results: list[TaskResult]
         if not found:
             return {"documents": 0, "characters": 0, "examples": []}
         con.execute("CREATE TEMP TABLE near_found AS SELECT unnest(?::VARCHAR[]) AS doc_id, unnest(?::VARCHAR[]) "
-                    "AS kept, unnest(?::DOUBLE[]) AS jaccard",
-                    [[f[0] for f in found], [f[1] for f in found], [f[2] for f in found]])
+                    "AS kept, unnest(?::DOUBLE[]) AS jaccard, unnest(?::BOOLEAN[]) AS exact",
+                    [[f[0] for f in found], [f[1] for f in found], [f[2] for f in found], [f[3] for f in found]])
         con.execute("""
             CREATE TEMP TABLE near_rows AS
             SELECT parse_filename(c.filename) AS part, c.file_row_number AS row, c.doc_id, c.source,
                    c.source_file, c.source_record, c.source_line, c.n_chars, left(c.text, 160) AS text, f.kept,
-                   f.jaccard
+                   f.jaccard, f.exact
             FROM read_parquet(?, filename = true, file_row_number = true) c JOIN near_found f USING (doc_id)
         """, [[str(out / p) for p in parts]])
         near_rejects = out / "rejects" / "near_duplicates.parquet"
         con.execute("""
             COPY (SELECT n.source, n.source_file, n.source_record AS record, n.source_line AS line,
                          'near_duplicate' AS reason,
-                         'near-duplicate (estimated Jaccard ' || round(n.jaccard, 3) || ') of ' || k.source_file
+                         'near-duplicate (' || CASE WHEN n.exact THEN 'Jaccard ' ELSE 'estimated Jaccard ' END
+                         || round(n.jaccard, 3) || ') of ' || k.source_file
                          || ' record ' || k.source_record || ' (doc_id ' || n.kept || ')' AS detail
                   FROM near_rows n JOIN read_parquet(?) k ON k.doc_id = n.kept ORDER BY n.part, n.row)
             TO ? (FORMAT parquet, COMPRESSION zstd)
         """, [[str(out / p) for p in parts], near_rejects.as_posix()])
         chars = con.execute("SELECT coalesce(sum(n_chars), 0), count(*) FROM near_rows").fetchall()[0]
-        examples = [{"file": f, "record": r, "detail": f"estimated Jaccard {j:.3f} with doc_id {k}", "text": t}
-                    for f, r, j, k, t in con.execute("SELECT source_file, source_record, jaccard, kept, text "
+        examples = [{"file": f, "record": r, "detail": f"{'' if e else 'estimated '}Jaccard {j:.3f} with doc_id {k}",
+                     "text": t}
+                    for f, r, j, e, k, t in con.execute("SELECT source_file, source_record, jaccard, exact, kept, text "
                                                      "FROM near_rows ORDER BY part, row LIMIT 3").fetchall()]
         by_part = con.execute("SELECT part, list(row ORDER BY row) FROM near_rows GROUP BY part").fetchall()
     finally:

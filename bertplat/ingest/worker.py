@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from bertplat.ingest.cleanup import clean_markup
 from bertplat.ingest.config import IngestConfig
 from bertplat.ingest.gate import check_row_group
-from bertplat.ingest.neardup import band_keys, signatures
+from bertplat.ingest.neardup import band_keys, sketch
 from bertplat.ingest.quality import QUALITY_REASONS, drop_mojibake_lines, measure_and_filter
 from bertplat.ingest.readers import (
     FileRejected,
@@ -298,7 +298,8 @@ class _Batch:
         self.unwrap: list[bool] = []
         self.markup: list[bool] = []
         self.nbytes = 0
-        self.near: tuple[list[str], np.ndarray, np.ndarray] | None = None   # doc ids, signatures, band keys
+        # doc ids, signatures, band keys, short documents' shingle sets
+        self.near: tuple[list[str], np.ndarray, np.ndarray, pa.ListArray] | None = None
         self.hist_before = np.zeros(len(LENGTH_BINS), dtype=np.int64)
         self.examples: list[tuple[int, str]] = []    # (row, start of the text) of filtered documents
 
@@ -440,8 +441,8 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
     sentences = split_sentences(arr, cfg.segment_sentences)
     ids = doc_ids(arr)
     if cfg.near_dedup.threshold is not None:
-        sig = signatures(arr, cfg.near_dedup)
-        batch.near = (ids, sig, band_keys(sig, cfg.near_dedup.bands))
+        sig, sets = sketch(arr, cfg.near_dedup)
+        batch.near = (ids, sig, band_keys(sig, cfg.near_dedup.bands), sets)
     table = pa.Table.from_arrays([
         pa.array(ids, pa.string()), arr, sentences,
         pa.array(n_chars, pa.int32()), pc.cast(pc.list_value_length(sentences), pa.int32()),
@@ -617,17 +618,19 @@ class _SignatureWriter:
         self.writer: pq.ParquetWriter | None = None
         self.seq = 0
 
-    def write(self, ids: list[str], sig: np.ndarray, bands: np.ndarray) -> None:
+    def write(self, ids: list[str], sig: np.ndarray, bands: np.ndarray, shingles: pa.ListArray) -> None:
         n, k = sig.shape
         table = pa.table({
             "doc_id": pa.array(ids, pa.string()),
             "seq": pa.array(np.arange(self.seq, self.seq + n), pa.int64()),
             "sig": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), k),
             "bands": pa.FixedSizeListArray.from_arrays(pa.array(bands.reshape(-1)), bands.shape[1]),
+            "shingles": shingles,
         })
         if self.writer is None:
             self.path.parent.mkdir(exist_ok=True)
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            # hashes do not compress: zstd would only cost time
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="none", use_dictionary=False)
         self.writer.write_table(table)
         self.seq += n
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from bertplat.ingest.cleanup import clean_markup
-from bertplat.ingest.neardup import NearDedup, jaccard_estimate, signatures
+from bertplat.ingest.neardup import NearDedup, jaccard_estimate, signatures, sketch
 from bertplat.ingest.quality import QUALITY_REASONS, QualityFilters, drop_mojibake_lines, measure_and_filter
 from bertplat.ingest.text import clean_whitespace
 from tests.ingest.conftest import write
@@ -169,6 +169,34 @@ def test_near_duplicates_removed_with_a_pointer(ingest, tmp_path):
     assert all("of docs.jsonl record 1 " in d for *_, d in rows)
     assert result.stats["quality"]["near_duplicate"]["documents"] == 2
     assert any(c.name == "quality: near_duplicate" for c in result.report.checks)
+
+
+def test_short_documents_keep_their_exact_shingle_sets():
+    words = [f"w{i}" for i in range(30)]
+    long = " ".join(f"x{i}" for i in range(300))
+    sig, sets = sketch(pa.array([" ".join(words), " ".join(words[:3]), long, "", " ".join(words + words)]),
+                       NearDedup(threshold=0.8, exact_shingles=256))
+    lengths = [None if s is None else len(s) for s in sets.to_pylist()]
+    # 30 distinct words: 26 shingles; 3 words: one shingle; 296 shingles > 256: none kept; no word: empty;
+    # the same 30 words twice: 56 shingles counted with repeats, 30 distinct (26 + 4 across the seam)
+    assert lengths == [26, 1, None, 0, 30]
+    assert sets[0].as_py() == sorted(sets[0].as_py())
+    assert np.array_equal(sig, signatures(pa.array([" ".join(words), " ".join(words[:3]), long, "",
+                                                     " ".join(words + words)]), NearDedup(threshold=0.8)))
+
+
+def test_short_near_duplicates_are_decided_on_exact_jaccard(ingest, tmp_path):
+    words = [f"term{i}" for i in range(30)]
+    last = words[:-1] + ["other"]            # 25 of 27 shingles shared: Jaccard 25/27 = 0.926
+    middle = words[:15] + ["other"] + words[16:]   # 21 of 31: 0.677, below the threshold
+    docs = [" ".join(words), " ".join(last), " ".join(middle)]
+    f = write(tmp_path / "stubs.jsonl", "".join(json.dumps({"text": d}) + "\n" for d in docs))
+    result = ingest([f], near_dedup={"threshold": 0.8})
+    rows = duckdb.sql(f"SELECT record, detail FROM '{result.dataset.path}/rejects/*.parquet' "
+                      "WHERE reason = 'near_duplicate'").fetchall()
+    assert len(rows) == 1 and rows[0][0] == 2
+    assert rows[0][1].startswith("near-duplicate (Jaccard 0.926) of stubs.jsonl record 1 ")
+    assert result.counts["documents"] == 2
 
 
 def test_filtered_documents_are_queryable_and_not_rejects(ingest, tmp_path):
