@@ -148,6 +148,8 @@ def ingest(
     near_dedup: float | None = typer.Option(None, help="Also drop near-duplicate documents (MinHash + LSH over "
                                             "5-word shingles) whose estimated Jaccard similarity to an earlier "
                                             "one reaches this, e.g. 0.8 (default off)."),
+    cluster: str | None = typer.Option(None, help="Run the tasks on this Dask scheduler, e.g. tcp://host:8786 "
+                                       "(default $BERTPLAT_DASK_ADDRESS, else local processes). Same output."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
 ) -> None:
     """Ingest raw corpora into a validated, deduplicated Parquet corpus dataset."""
@@ -158,7 +160,7 @@ def ingest(
                                      label_field=label_field, text_mode=text_mode, encoding=encoding,
                                      include=include or None, exclude=exclude or None, normalization=normalization,
                                      max_record_bytes=max_record_bytes, max_reject_ratio=max_reject_ratio, dedup=dedup,
-                                     markup_cleanup=markup_cleanup, workers=workers)
+                                     markup_cleanup=markup_cleanup, workers=workers, cluster=cluster)
     cfg = _run(IngestConfig.from_yaml, config, **overrides) if config else _run(IngestConfig.build, {}, overrides)
     if near_dedup is not None:  # the threshold on top of the config's other near-dedup settings
         cfg = _run(IngestConfig.build, cfg.model_dump(),
@@ -217,6 +219,8 @@ def examples(
     short_seq_prob: float | None = typer.Option(None, help="Share of shorter nsp/sop examples (default 0.1)."),
     validation_fraction: float | None = typer.Option(None, help="Share of documents in the validation split (default 0.01)."),
     seed: int | None = typer.Option(None, help="Random seed (default 12345)."),
+    cluster: str | None = typer.Option(None, help="Run the tasks on this Dask scheduler, e.g. tcp://host:8786 "
+                                       "(default $BERTPLAT_DASK_ADDRESS, else local processes). Same output."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of examples options; command-line "
                                        "options override it."),
@@ -229,7 +233,7 @@ def examples(
     overrides = dict(objective=objective, max_seq_length=max_seq_length, masking=masking, mask_prob=mask_prob,
                      max_predictions_per_seq=max_predictions_per_seq, whole_word_masking=whole_word_masking,
                      dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, validation_fraction=validation_fraction,
-                     seed=seed, workers=workers)
+                     seed=seed, workers=workers, cluster=cluster)
     cfg = _run(ExamplesConfig.from_yaml, config, **overrides) if config else _run(ExamplesConfig.build, {}, overrides)
     corpus_handle = _run(lake.resolve, "corpus", corpus)
     vocab_handle = _run(lake.resolve, "vocab", vocab)

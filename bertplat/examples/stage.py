@@ -8,10 +8,8 @@ windows; memory holds one window per process, whatever the corpus size.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from bertplat.examples.shards import (
     init_worker,
     run_task,
 )
+from bertplat.executor import run_tasks
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint
 from bertplat.plots import plot_length_histogram
 from bertplat.progress import NullProgress, Progress
@@ -136,27 +135,20 @@ def _run_tasks(tasks: list[ExamplesTask], cfg: ExamplesConfig, vocab: DatasetHan
                progress: Progress) -> list[TaskResult]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = max(1, min(cfg.workers or cores, len(tasks)))
-    results = []
     with progress.task("building examples", total=sum(len(t.windows) for t in tasks), unit="windows") as bar:
-        if workers == 1:
-            for t in tasks:   # in-process: the tokenizer's Rust threads use every core
-                results.append(run_task(t, cfg, str(vocab.path), str(out)))
-                bar.advance(len(t.windows))
-        else:
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                     initargs=(max(1, cores // workers),)) as pool:
-                futures = {pool.submit(run_task, t, cfg, str(vocab.path), str(out)): t for t in tasks}
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.advance(len(futures[future].windows))
+        # one worker runs in this process, where the tokenizer's Rust threads use every core
+        results = run_tasks(run_task, [(t, cfg, str(vocab.path), str(out)) for t in tasks], workers=workers,
+                            cluster=cfg.cluster, initializer=_init if workers > 1 else None,
+                            initargs=(max(1, cores // workers),), cluster_initargs=(1, False),
+                            on_done=lambda i, _: bar.advance(len(tasks[i].windows)))
     return sorted(results, key=lambda r: r.index)
 
 
-def _init(threads: int) -> None:
+def _init(threads: int, die_with_parent: bool = True) -> None:
     from bertplat.ingest.worker import _die_with_parent
 
-    _die_with_parent()
+    if die_with_parent:
+        _die_with_parent()
     init_worker(threads)
 
 

@@ -127,6 +127,9 @@ class IngestConfig(StageConfig):
         description="Consecutive small files are grouped into tasks of at most this much input, the unit of "
         "parallel work (smaller for small corpora, so that every core gets work).",
     )
+    cluster: str | None = Field(
+        default=None, description="Dask scheduler to run the tasks on (tcp://host:8786; default "
+        "$BERTPLAT_DASK_ADDRESS, else local worker processes). Not part of the fingerprint: the output is the same.")
     workers: int | None = Field(
         default=None, ge=1,
         description="Worker processes (default: all cores). Does not change the output, so it is not "
@@ -158,7 +161,7 @@ class IngestConfig(StageConfig):
         """Canonical JSON without the fields that do not change the output."""
         import json
 
-        data = self.model_dump(mode="json", exclude={"workers"})
+        data = self.model_dump(mode="json", exclude={"workers", "cluster"})
         if self.near_dedup.threshold is None:
             data["near_dedup"].pop("exact_shingles")    # added later: configs without near-dedup keep their versions
         else:

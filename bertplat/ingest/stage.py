@@ -15,7 +15,6 @@ import shutil
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertplat.catalog import Catalog
+from bertplat.executor import cluster_address, run_tasks
 from bertplat.ingest.config import IngestConfig
 from bertplat.ingest.gate import validate_corpus
 from bertplat.ingest.schema import ALGORITHM_VERSION, REJECTS_SCHEMA, SCHEMA_VERSION
@@ -151,8 +151,8 @@ def _plan_tasks(files: list[InputFile], task_bytes: int) -> list[Task]:
 def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progress, total_bytes: int
                ) -> list[TaskResult]:
     workers = min(cfg.workers or default_workers(), len(tasks)) or 1
-    ctx = mp.get_context("spawn")  # fork is unsafe under the threads of Prefect and torch
-    counter = ctx.Value("q", 0)
+    remote = cluster_address(cfg.cluster) is not None
+    counter = mp.get_context("spawn").Value("q", 0)
     results: list[TaskResult] = []
     with progress.task("ingesting", total=total_bytes, unit="B") as bar:
         stop = threading.Event()
@@ -166,14 +166,14 @@ def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progre
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
+        def done(i: int, result: TaskResult) -> None:
+            if remote:   # a cluster's workers cannot share the counter: count whole tasks
+                bar.advance(sum(f.size for f in tasks[i].files))
+
         try:
-            if workers == 1:
-                init_worker(counter)
-                results = [run_task(t, cfg, str(out)) for t in tasks]
-            else:
-                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                         initargs=(counter, True)) as pool:
-                    results = list(pool.map(run_task, tasks, [cfg] * len(tasks), [str(out)] * len(tasks)))
+            results = run_tasks(run_task, [(t, cfg, str(out)) for t in tasks], workers=workers, cluster=cfg.cluster,
+                                initializer=init_worker, initargs=(counter, workers > 1),
+                                cluster_initargs=(None, False), on_done=done)
         finally:
             stop.set()
             poller.join()
