@@ -133,8 +133,9 @@ def drop_mojibake_lines(arr: pa.StringArray, share: float) -> tuple[pa.StringArr
     return pc.replace_with_mask(arr, pa.array(has), pa.array(values, pa.string())), dropped
 
 
-def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters) -> list[Failure]:
-    """The first failed filter of every document that fails one (filters in the order of the config)."""
+def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int = 0) -> list[Failure]:
+    """The first failed filter of every document that fails one (filters in the order of the config);
+    rows are numbered from ``row_offset``."""
     n = len(arr)
     failed: dict[int, Failure] = {}
 
@@ -182,7 +183,7 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters) -> list[Failure
         share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
         fail(share > cfg.max_mojibake_share, "quality_mojibake", share,
              f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")
-    return [failed[j] for j in sorted(failed)]
+    return [Failure(j + row_offset, failed[j].reason, failed[j].detail) for j in sorted(failed)]
 
 
 def _line_rules(arr: pa.StringArray, cfg: QualityFilters, fail) -> None:

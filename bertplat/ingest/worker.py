@@ -426,7 +426,7 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         if not ok:
             return None, rejects
     batch.hist_before += np.histogram(n_chars, bins=[*LENGTH_BINS, np.iinfo(np.int64).max])[0]
-    if failures := measure_and_filter(arr, cfg.quality):
+    if failures := _in_slices(arr, lambda part, start: measure_and_filter(part, cfg.quality, row_offset=start)):
         keep = np.ones(len(ok), dtype=bool)
         for f in failures:
             keep[f.row] = False
@@ -441,7 +441,9 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
     sentences = split_sentences(arr, cfg.segment_sentences)
     ids = doc_ids(arr)
     if cfg.near_dedup.threshold is not None:
-        sig, sets = sketch(arr, cfg.near_dedup)
+        parts = _in_slices(arr, lambda part, start: [sketch(part, cfg.near_dedup)])
+        sig = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, cfg.near_dedup.num_perm), np.uint32)
+        sets = pa.concat_arrays([p[1] for p in parts]) if parts else pa.array([], pa.list_(pa.uint32()))
         batch.near = (ids, sig, band_keys(sig, cfg.near_dedup.bands), sets)
     table = pa.Table.from_arrays([
         pa.array(ids, pa.string()), arr, sentences,
@@ -449,6 +451,24 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         *batch.columns(ok),
     ], schema=CORPUS_SCHEMA)
     return table, rejects
+
+
+SLICE_BYTES = 1 << 20
+
+
+def _in_slices(arr: pa.StringArray, fn, slice_bytes: int = SLICE_BYTES) -> list:
+    """``fn(slice, first_row)`` over consecutive slices of ``arr`` of about ``slice_bytes`` of text (whole
+    documents), results concatenated. The quality filters and the signatures are per document, so the
+    slicing changes no result; it bounds their numpy temporaries (several 8-byte arrays per text byte)."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    out: list = []
+    start = 0
+    while start < len(arr):
+        stop = int(np.searchsorted(offsets, offsets[start] + slice_bytes, side="right")) - 1
+        stop = min(max(stop, start + 1), len(arr))
+        out.extend(fn(arr.slice(start, stop - start), start))
+        start = stop
+    return out
 
 
 def _clean_markup(arr: pa.StringArray, markup: list[bool], cfg: IngestConfig) -> pa.StringArray:
