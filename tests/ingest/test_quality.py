@@ -220,3 +220,25 @@ def test_filtered_documents_are_queryable_and_not_rejects(ingest, tmp_path):
 def test_every_quality_reason_is_tested():
     source = open(__file__, encoding="utf-8").read().split("def test_every_quality_reason_is_tested")[0]
     assert [r for r in QUALITY_REASONS if f'"{r}"' not in source and r != "quality_mojibake_line"] == []
+
+
+def test_slicing_a_batch_changes_no_filter_decision_or_signature():
+    from bertplat.ingest.worker import _in_slices
+
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(vocab, int(n))) + "." for n in rng.integers(1, 400, 60)]
+    texts += ["the same line\n" * 12, "短文本。" * 30]
+    arr = pa.array(texts)
+    cfg = QualityFilters(min_words=20, max_duplicate_line_share=0.3, max_top_ngram_share={2: 0.2},
+                         max_duplicate_ngram_share={5: 0.15})
+    whole = measure_and_filter(arr, cfg)
+    sliced = _in_slices(arr, lambda part, start: measure_and_filter(part, cfg, row_offset=start), slice_bytes=500)
+    assert len(whole) > 5 and [(f.row, f.reason, f.detail) for f in sliced] == \
+        [(f.row, f.reason, f.detail) for f in whole]
+    near = NearDedup(threshold=0.8)
+    parts = _in_slices(arr, lambda part, start: [sketch(part, near)], slice_bytes=500)
+    assert len(parts) > 10
+    sig, sets = sketch(arr, near)
+    assert np.array_equal(np.concatenate([p[0] for p in parts]), sig)
+    assert pa.concat_arrays([p[1] for p in parts]).to_pylist() == sets.to_pylist()
