@@ -40,7 +40,7 @@ class _Initialised:
         self.fn, self.initializer, self.initargs = fn, initializer, initargs
 
     def __call__(self, *args):
-        key = (getattr(self.initializer, "__module__", ""), getattr(self.initializer, "__qualname__", ""), self.initargs)
+        key = (self.initializer, self.initargs)
         if self.initializer is not None and key not in _INITIALISED:
             self.initializer(*self.initargs)
             _INITIALISED.add(key)
@@ -60,26 +60,32 @@ def run_tasks(fn: Callable, calls: Sequence[tuple], *, workers: int, cluster: st
     ``initializer(*cluster_initargs)`` (default ``initargs``) once before its first task; ``workers`` is
     then the cluster's business."""
     address = cluster_address(cluster)
-    results: list[Any] = [None] * len(calls)
     if address is not None:
         return _run_on_dask(address, fn, calls, initializer, initargs if cluster_initargs is None else cluster_initargs,
                             on_done)
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
+        results = []
         for i, call in enumerate(calls):
-            results[i] = fn(*call)
+            results.append(fn(*call))
             if on_done:
                 on_done(i, results[i])
         return results
     ctx = mp.get_context("spawn")  # fork is unsafe under the threads of Prefect and torch
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-        futures = {pool.submit(fn, *call): i for i, call in enumerate(calls)}
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            if on_done:
-                on_done(i, results[i])
+        return _gather(pool, fn, calls, on_done)
+
+
+def _gather(executor: Any, fn: Callable, calls: Sequence[tuple], on_done: Callable[[int, Any], None] | None) -> list:
+    """Submit every call to a concurrent.futures-style executor; results in call order."""
+    results: list[Any] = [None] * len(calls)
+    futures = {executor.submit(fn, *call): i for i, call in enumerate(calls)}
+    for future in as_completed(futures):
+        i = futures[future]
+        results[i] = future.result()
+        if on_done:
+            on_done(i, results[i])
     return results
 
 
@@ -90,8 +96,6 @@ def _run_on_dask(address: str, fn: Callable, calls: Sequence[tuple], initializer
     except ImportError as exc:   # pragma: no cover - the cluster extra is installed by setup
         raise RuntimeError("a Dask cluster was named but dask.distributed is not installed: "
                            "pip install 'bertplat[cluster]'") from exc
-    task = _Initialised(fn, initializer, initargs)
-    results: list[Any] = [None] * len(calls)
     try:
         client = Client(address, timeout="30s", set_as_default=False)
     except OSError as exc:
@@ -99,11 +103,5 @@ def _run_on_dask(address: str, fn: Callable, calls: Sequence[tuple], initializer
                            f"'dask scheduler' or unset {ADDRESS_ENV}") from exc
     with client:
         # Client.get_executor speaks concurrent.futures; retries cover a task whose worker died
-        executor = client.get_executor(pure=False, retries=2)
-        futures = {executor.submit(task, *call): i for i, call in enumerate(calls)}
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            if on_done:
-                on_done(i, results[i])
-    return results
+        return _gather(client.get_executor(pure=False, retries=2), _Initialised(fn, initializer, initargs), calls,
+                       on_done)

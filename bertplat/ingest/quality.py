@@ -94,12 +94,6 @@ class QualityFilters(BaseModel):
         return value
 
 
-# The thresholds measure_and_filter applies (max_mojibake_line_share works on lines, in the worker).
-_DOCUMENT_RULES = ("min_words", "mean_word_length", "max_non_alpha_share", "max_lines_without_end_punct",
-                   "max_duplicate_line_share", "max_duplicate_line_char_share", "max_top_ngram_share",
-                   "max_duplicate_ngram_share", "max_mojibake_share")
-
-
 @dataclass
 class Failure:
     row: int
@@ -144,7 +138,8 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
             if j not in failed:
                 failed[int(j)] = Failure(int(j), reason, f"{values[j]:.4g} {what}")
 
-    if not any(getattr(cfg, f) is not None for f in _DOCUMENT_RULES):
+    # every threshold but max_mojibake_line_share (lines, applied in the worker) is a document rule
+    if all(getattr(cfg, f) is None for f in QualityFilters.model_fields if f != "max_mojibake_line_share"):
         return []
     words = pc.utf8_split_whitespace(arr)
     parent = np.asarray(pc.list_parent_indices(words))

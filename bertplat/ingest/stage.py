@@ -153,7 +153,6 @@ def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progre
     workers = min(cfg.workers or default_workers(), len(tasks)) or 1
     remote = cluster_address(cfg.cluster) is not None
     counter = mp.get_context("spawn").Value("q", 0)
-    results: list[TaskResult] = []
     with progress.task("ingesting", total=total_bytes, unit="B") as bar:
         stop = threading.Event()
         seen = [0]
@@ -166,10 +165,8 @@ def _run_tasks(tasks: list[Task], cfg: IngestConfig, out: Path, progress: Progre
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        def done(i: int, result: TaskResult) -> None:
-            if remote:   # a cluster's workers cannot share the counter: count whole tasks
-                bar.advance(sum(f.size for f in tasks[i].files))
-
+        # a cluster's workers cannot share the counter: progress then counts whole tasks
+        done = (lambda i, _: bar.advance(sum(f.size for f in tasks[i].files))) if remote else None
         try:
             results = run_tasks(run_task, [(t, cfg, str(out)) for t in tasks], workers=workers, cluster=cfg.cluster,
                                 initializer=init_worker, initargs=(counter, workers > 1),

@@ -441,9 +441,9 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
     sentences = split_sentences(arr, cfg.segment_sentences)
     ids = doc_ids(arr)
     if cfg.near_dedup.threshold is not None:
-        parts = _in_slices(arr, lambda part, start: [sketch(part, cfg.near_dedup)])
-        sig = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, cfg.near_dedup.num_perm), np.uint32)
-        sets = pa.concat_arrays([p[1] for p in parts]) if parts else pa.array([], pa.list_(pa.uint32()))
+        parts = _in_slices(arr, lambda part, start: [sketch(part, cfg.near_dedup)])   # arr holds a document
+        sig = np.concatenate([p[0] for p in parts])
+        sets = pa.concat_arrays([p[1] for p in parts])
         batch.near = (ids, sig, band_keys(sig, cfg.near_dedup.bands), sets)
     table = pa.Table.from_arrays([
         pa.array(ids, pa.string()), arr, sentences,

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -178,4 +177,3 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, corpus_files, tmp_path
     assert remote.dataset.fingerprint == local.dataset.fingerprint
     assert digests(remote.dataset.path) == digests(local.dataset.path)
     assert not list((tmp_path / "remote").rglob("*.tmp*")), "no temporary left behind"
-    shutil.rmtree(tmp_path / "local")
