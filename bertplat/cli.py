@@ -66,12 +66,13 @@ def _run(fn, *args, **kwargs):
     message instead of a traceback. ``--debug`` shows the traceback."""
     from bertplat.catalog import CatalogLocked
     from bertplat.config import ConfigError
+    from bertplat.executor import ClusterError
     from bertplat.lake import DatasetNotFound, out_of_space
     from bertplat.validation import GateError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ValueError, DatasetNotFound, CatalogLocked, GateError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, DatasetNotFound, CatalogLocked, GateError, FileNotFoundError, ClusterError) as exc:
         if DEBUG["on"]:
             raise
         _fail(str(exc), code=2 if isinstance(exc, ConfigError) else 1)

@@ -24,6 +24,10 @@ from typing import Any
 ADDRESS_ENV = "BERTPLAT_DASK_ADDRESS"
 
 
+class ClusterError(RuntimeError):
+    """The named Dask cluster cannot be used (not reachable, or dask.distributed not installed)."""
+
+
 def cluster_address(explicit: str | None = None) -> str | None:
     """The Dask scheduler to use: ``explicit``, else ``$BERTPLAT_DASK_ADDRESS``, else None (local)."""
     address = explicit or os.environ.get(ADDRESS_ENV) or None
@@ -94,13 +98,13 @@ def _run_on_dask(address: str, fn: Callable, calls: Sequence[tuple], initializer
     try:
         from distributed import Client
     except ImportError as exc:   # pragma: no cover - the cluster extra is installed by setup
-        raise RuntimeError("a Dask cluster was named but dask.distributed is not installed: "
+        raise ClusterError("a Dask cluster was named but dask.distributed is not installed: "
                            "pip install 'bertplat[cluster]'") from exc
     try:
         client = Client(address, timeout="30s", set_as_default=False)
     except OSError as exc:
-        raise RuntimeError(f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
-                           f"'dask scheduler' or unset {ADDRESS_ENV}") from exc
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
+                           f"'dask scheduler', or fix the address (--cluster, the config's cluster, or {ADDRESS_ENV})") from exc
     with client:
         # Client.get_executor speaks concurrent.futures; retries cover a task whose worker died
         return _gather(client.get_executor(pure=False, retries=2), _Initialised(fn, initializer, initargs), calls,

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 from bertplat.catalog import Catalog
 from bertplat.examples.config import ExamplesConfig
 from bertplat.examples.stage import run_examples
-from bertplat.executor import cluster_address
+from bertplat.executor import ClusterError, cluster_address
 from bertplat.ingest import IngestConfig, run_ingest
 from bertplat.lake import Lake
 from bertplat.vocab import VocabConfig, run_vocab
@@ -126,6 +127,15 @@ def test_cluster_address_from_the_argument_or_the_environment(monkeypatch):
     # the executor is not part of any fingerprint
     assert IngestConfig(cluster="tcp://a:1").fingerprint_json() == IngestConfig().fingerprint_json()
     assert ExamplesConfig(cluster="tcp://a:1").fingerprint_json() == ExamplesConfig().fingerprint_json()
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_and_writes_nothing(corpus_files, tmp_path):
+    with socket.socket() as s:             # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        ingest(corpus_files[:1], tmp_path / "data", cluster=f"127.0.0.1:{port}")
+    assert not list((tmp_path / "data").rglob("*.parquet")) and not list((tmp_path / "data").rglob("_manifest.json"))
 
 
 def test_ingest_and_examples_on_dask_match_the_local_pool(cluster, corpus_files, tmp_path):
