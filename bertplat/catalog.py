@@ -20,11 +20,17 @@ else, so a query cannot write a file (``COPY ... TO``), run a second statement, 
 Our own statements are parameterised. View definitions cannot take parameters, so the names and
 paths that go into them are validated (names by :func:`bertplat.lake.check_name`, paths by being
 inside the lake root) and quoted.
+
+On an object-store lake (``s3://``) the views read the bucket through pyarrow datasets registered with
+each DuckDB connection the catalog opens (DuckDB's ``httpfs`` extension is not installed: it ships as a
+package only for DuckDB versions older than the one bertplat runs on). The catalog file itself stays on
+local disk, as an index of the bucket that any machine can rebuild.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import logging
 import re
@@ -36,7 +42,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from bertplat.lake import DatasetHandle, Lake, check_kind, check_name, read_manifest, write_json_atomic
+from bertplat.lake import DatasetHandle, Lake, check_kind, check_name, write_json_atomic
 from bertplat.registry.schema import REGISTRY_SCHEMA, registry_views
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,7 @@ FROM registry_versions v
 """
 
 _LOCKED = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
-_USER_VIEWS = "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'"
+_USER_VIEWS = "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary AND schema_name = 'main'"
 
 
 class CatalogLocked(RuntimeError):
@@ -144,7 +150,13 @@ class Catalog:
             try:
                 if confined:
                     return self._open_confined()
-                return duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                try:
+                    self._register_remote_tables(con)
+                except BaseException:
+                    con.close()
+                    raise
+                return con
             except duckdb.IOException as exc:
                 if not _LOCKED.search(str(exc)) or time.monotonic() > deadline:
                     raise CatalogLocked(
@@ -162,6 +174,7 @@ class Catalog:
         try:
             con.execute("ATTACH ? AS catalog (READ_ONLY)", [str(self.path)])
             con.execute("USE catalog")
+            self._register_remote_tables(con)
             roots = {str(self.lake.root), str(self.lake.root.resolve())}
             con.execute("SET allowed_directories = ?", [[r.rstrip("/") + "/" for r in sorted(roots)]])
             db = str(self.path.resolve())
@@ -195,6 +208,45 @@ class Catalog:
         block commits, or nothing. Waits up to ``timeout_s`` (default ``lock_timeout_s``) for the file."""
         return self._transaction(timeout_s=timeout_s)
 
+    # -- an object-store lake: views over pyarrow datasets ---------------------------------------
+    def _remote_name(self, kind: str, name: str, fp: str, table_kind: str) -> str:
+        return f"__bucket_{kind}_{name}_{fp}_{table_kind}"
+
+    def _register_remote_tables(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Register, on this connection, the pyarrow dataset behind every view of an object-store lake."""
+        if self.lake.store is None:
+            return
+        try:
+            rows = con.execute(_LATEST_TABLES).fetchall()
+        except duckdb.CatalogException:
+            return  # a new catalog: no tables yet
+        for kind, name, fp, table_kind, glob in rows:
+            self._register_remote(con, kind, name, fp, table_kind, glob)
+
+    def _register_remote(self, con: duckdb.DuckDBPyConnection, kind: str, name: str, fp: str, table_kind: str,
+                         glob: str) -> str:
+        view = self._remote_name(kind, name, fp, table_kind)
+        con.register(view, self._remote_dataset(kind, name, fp, glob))
+        return view
+
+    def _remote_dataset(self, kind: str, name: str, fp: str, glob: str):
+        """The files of one table of a committed version in the bucket, as a pyarrow dataset (listed once
+        per process: a committed version never changes)."""
+        import pyarrow.dataset as pads
+
+        cache = self.__dict__.setdefault("_remote_cache", {})
+        key = (kind, name, fp, glob)
+        if key not in cache:
+            store = self.lake.store
+            assert store is not None
+            rel = self.lake._rel(self.lake.version_dir(kind, name, fp))
+            base = store.key(rel)
+            pattern = glob.split("/")
+            files = sorted(i.path for i in store.files(rel) if _glob_match(i.path[len(base) + 1:], pattern))
+            options = {"partitioning": "hive", "partition_base_dir": base} if "=" in glob else {}
+            cache[key] = pads.dataset(files, filesystem=store.fs, format="parquet", **options)
+        return cache[key]
+
     def refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recreate every view (datasets' and the registry's) on a write connection."""
         self._refresh_views(con)
@@ -205,13 +257,13 @@ class Catalog:
         together with any versions still pending. Returns ``"indexed"``, or ``"deferred"`` when another
         process kept the catalog busy for ``register_wait_s``: a pending marker then records it, and
         the next registration (or ``rebuild``) indexes it."""
-        manifest = read_manifest(handle)
+        manifest = self.lake.manifest(handle)
         try:
             with self._transaction(timeout_s=self.register_wait_s) as con:
                 pending = self._pending_markers()
                 for _, other in pending:
-                    if other != handle and (other.path / "_manifest.json").is_file():
-                        _insert_version(con, other, read_manifest(other), registered_at=_now())
+                    if other != handle and self.lake.is_committed(other.kind, other.name, other.fingerprint):
+                        _insert_version(con, other, self.lake.manifest(other), registered_at=_now())
                 _insert_version(con, handle, manifest, registered_at=_now())
                 self._refresh_views(con)
         except CatalogLocked:
@@ -229,7 +281,7 @@ class Catalog:
             for table in ("datasets", "lineage", "dataset_tables"):
                 con.execute(f"DELETE FROM {table}")
             for handle in self.lake.all_versions():
-                manifest = read_manifest(handle)
+                manifest = self.lake.manifest(handle)
                 # Rebuilt from scratch, "newest" means most recently created.
                 _insert_version(con, handle, manifest, registered_at=manifest.get("created_at"))
                 count += 1
@@ -282,13 +334,13 @@ class Catalog:
         views: dict[str, str] = {}
         union_parts: dict[str, list[str]] = {}
         for kind, name, fp, table_kind, glob in con.execute(_LATEST_TABLES).fetchall():
-            if not (self.lake.version_dir(kind, name, fp) / "_manifest.json").is_file():
+            if not self.lake.is_committed(kind, name, fp):
                 # removed from the lake behind the catalog's back: no view, rather than one that fails every
                 # query and every later registration (`bertplat catalog check` names it, `rebuild` forgets it)
                 log.warning("catalog: %s/%s@%s is indexed but gone from the lake; its views are left out",
                             kind, name, fp)
                 continue
-            source = self._parquet_source(kind, name, fp, glob)
+            source = self._parquet_source(kind, name, fp, table_kind, glob, con)
             views[f"{table_kind}_{name}"] = f"SELECT * FROM {source}"
             if table_kind in UNION_VIEWS:
                 union_parts.setdefault(table_kind, []).append(
@@ -301,7 +353,10 @@ class Catalog:
             views.update(registry_views(con))
         return views
 
-    def _parquet_source(self, kind: str, name: str, fp: str, glob: str) -> str:
+    def _parquet_source(self, kind: str, name: str, fp: str, table_kind: str, glob: str,
+                        con: duckdb.DuckDBPyConnection) -> str:
+        if self.lake.store is not None:  # a pyarrow dataset over the bucket, registered on this connection
+            return quote_ident(self._register_remote(con, kind, name, fp, table_kind, glob))
         root = self.lake.version_dir(kind, name, fp)
         target = (root / glob).resolve() if "*" not in glob else root / glob
         if root not in (target, *target.parents):
@@ -415,6 +470,12 @@ class Catalog:
         return rows
 
 
+def _glob_match(relative: str, pattern: list[str]) -> bool:
+    """DuckDB's glob on a relative path: ``*`` within one path component."""
+    parts = relative.split("/")
+    return len(parts) == len(pattern) and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, pattern))
+
+
 def _has_registry(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the registry's tables exist (a catalog written before the registry has none until its next
     write)."""
@@ -462,7 +523,7 @@ def _insert_version(con: duckdb.DuckDBPyConnection, handle: DatasetHandle, manif
     passed = all(c.get("passed", False) for c in validation.get("checks", [])) if validation else None
     con.execute(
         "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [*key, str(handle.path), manifest.get("created_at"), registered_at, manifest.get("bertplat_version"),
+        [*key, handle.uri, manifest.get("created_at"), registered_at, manifest.get("bertplat_version"),
          json.dumps(manifest.get("config")), json.dumps(manifest.get("counts")), passed],
     )
     for table_kind, glob in (manifest.get("tables") or {}).items():

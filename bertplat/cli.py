@@ -50,9 +50,16 @@ def _context():
     from bertplat.lake import Lake
     from bertplat.settings import Settings
 
+    from bertplat.objectstore import ObjectStoreError
+
     settings = Settings()
     settings.configure_logging()
-    lake = Lake(settings.data_dir)
+    try:
+        lake = Lake(settings.data_dir, settings.cache_dir)
+    except ObjectStoreError as exc:  # a missing bucket, an unreachable server: one line, no traceback
+        if DEBUG["on"]:
+            raise
+        _fail(str(exc))
     return settings, lake, Catalog(settings.catalog_file, lake)
 
 
@@ -68,11 +75,13 @@ def _run(fn, *args, **kwargs):
     from bertplat.config import ConfigError
     from bertplat.executor import ClusterError
     from bertplat.lake import DatasetNotFound, out_of_space
+    from bertplat.objectstore import ObjectStoreError
     from bertplat.validation import GateError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ValueError, DatasetNotFound, CatalogLocked, GateError, FileNotFoundError, ClusterError) as exc:
+    except (ConfigError, ValueError, DatasetNotFound, CatalogLocked, GateError, FileNotFoundError, ClusterError,
+            ObjectStoreError) as exc:
         if DEBUG["on"]:
             raise
         _fail(str(exc), code=2 if isinstance(exc, ConfigError) else 1)

@@ -9,6 +9,10 @@ appears under its final name by a rename of a finished temporary directory. A ru
 point therefore leaves nothing that looks complete; its temporary directory is swept by the next
 write of any dataset (or by ``bertplat catalog rebuild``), and a dataset directory left without any
 complete version is removed with it, so a failed run leaves nothing visible.
+
+On an object store (``data_dir = s3://bucket/prefix``, see :mod:`bertplat.objectstore`) the bucket holds
+the same layout and is the truth for what exists; stages read and write a local mirror of it. A
+version's files are uploaded under its final prefix and its manifest last, as the commit marker.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from bertplat import __version__
+from bertplat.objectstore import ObjectStore, is_object_uri, mirror_dir
 from bertplat.settings import is_local_uri, local_path
 
 if TYPE_CHECKING:
@@ -93,12 +98,24 @@ class DatasetHandle(BaseModel):
     kind: str
     name: str
     fingerprint: str
-    uri: str  # the version directory
+    uri: str  # the version directory: a local path, or s3://... on an object-store lake
+    mirror: str | None = None  # object-store lake: where this machine keeps its copy of the version
 
     @property
     def path(self) -> Path:
-        """The version directory as a local path (stages that need local files use this)."""
-        return local_path(self.uri)
+        """The version directory as a local path (stages that need local files use this). On an
+        object-store lake this is the local mirror, copied from the bucket on first use (a committed version
+        never changes, so a copy that holds the manifest is exact)."""
+        if self.mirror is None:
+            return local_path(self.uri)
+        mirror = Path(self.mirror)
+        if not (mirror / MANIFEST).is_file():
+            ObjectStore(self.uri).download_dir("", mirror)
+        return mirror
+
+    @property
+    def remote(self) -> bool:
+        return self.mirror is not None
 
     def file(self, relative: str) -> Path:
         return self.path / relative
@@ -108,18 +125,78 @@ class DatasetHandle(BaseModel):
 
 
 class Lake:
-    """The dataset store under ``<data_dir>/lake``. Local paths are fully supported; object-store
-    URIs are accepted where pyarrow can reach them, but atomic commit relies on a directory rename,
-    which only local and POSIX-like filesystems provide."""
+    """The dataset store under ``<data_dir>/lake``: a local directory, or an S3-compatible bucket
+    (``s3://bucket/prefix``) with a local mirror under ``cache_dir``. ``data_dir`` is always the local
+    directory stages write to; ``store`` is the bucket, or None."""
 
-    def __init__(self, data_dir: str):
-        if not is_local_uri(data_dir):
-            raise NotImplementedError(
-                f"data_dir {data_dir!r}: object-store data roots are not supported yet; the lake "
-                "commits versions by directory rename, which needs a local or POSIX filesystem"
-            )
-        self.data_dir = local_path(data_dir)
+    def __init__(self, data_dir: str | Path, cache_dir: str | None = None):
+        data_dir = str(data_dir)
+        self.store: ObjectStore | None = None
+        if is_object_uri(data_dir):
+            self.store = ObjectStore(data_dir)
+            self.store.check()
+            self.data_dir = mirror_dir(data_dir, cache_dir)
+        elif is_local_uri(data_dir):
+            self.data_dir = local_path(data_dir)
+        else:
+            raise ValueError(f"data_dir {data_dir!r}: use a local path or s3://BUCKET[/PREFIX]")
+        self.uri = data_dir.rstrip("/") if self.store else str(self.data_dir)
         self.root = self.data_dir / "lake"
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    def _rel(self, path: Path) -> str:
+        """A local path under data_dir as a key relative to the data root."""
+        return Path(path).relative_to(self.data_dir).as_posix()
+
+    # -- directories outside the lake (models/, runs/) on an object store -------------------------
+    def publish(self, directory: Path, marker: str | None = MANIFEST) -> None:
+        """Upload a finished directory under data_dir (an export, a run) to the bucket, ``marker`` last;
+        nothing to do on a local data root."""
+        if self.store is not None and Path(directory).is_dir():
+            self.store.upload_dir(Path(directory), self._rel(directory), last=marker)
+
+    def fetch(self, directory: Path, marker: str = MANIFEST) -> bool:
+        """Make sure this machine has ``directory`` (under data_dir) when the bucket holds it committed
+        (its ``marker`` there); returns whether the local directory now holds the marker."""
+        directory = Path(directory)
+        if self.store is not None and not (directory / marker).is_file() \
+                and self.store.exists(f"{self._rel(directory)}/{marker}"):
+            self.store.download_dir(self._rel(directory), directory, last=marker)
+        return (directory / marker).is_file()
+
+    def fetch_newest(self, parent: Path) -> Path | None:
+        """On an object store: the committed directory under ``parent`` (models/<name>/) with the newest
+        manifest, fetched; None on a local data root or when the bucket holds none."""
+        if self.store is None:
+            return None
+        rel = self._rel(parent)
+        dated = []
+        for child in self.store.children(rel):
+            if self.store.exists(f"{rel}/{child}/{MANIFEST}"):
+                manifest = json.loads(self.store.read_bytes(f"{rel}/{child}/{MANIFEST}"))
+                dated.append((str(manifest.get("created_at", "")), child))
+        if not dated:
+            return None
+        newest = Path(parent) / max(dated)[1]
+        self.fetch(newest)
+        return newest
+
+    def fetch_files(self, directory: Path) -> None:
+        """Copy the files the bucket holds under ``directory`` that this machine lacks (a run directory,
+        which has no commit marker: its checkpoints are each written whole)."""
+        if self.store is None:
+            return
+        rel = self._rel(directory)
+        base = self.store.key(rel)
+        for info in self.store.files(rel):
+            target = Path(directory) / info.path[len(base) + 1:]
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
+                tmp.write_bytes(self.store.read_bytes(f"{rel}/{info.path[len(base) + 1:]}"))
+                os.replace(tmp, target)
 
     # -- locating versions -------------------------------------------------------------------
     def version_dir(self, kind: str, name: str, fp: str) -> Path:
@@ -134,22 +211,46 @@ class Lake:
         return path
 
     def handle(self, kind: str, name: str, fp: str) -> DatasetHandle:
-        return DatasetHandle(kind=kind, name=name, fingerprint=fp, uri=str(self.version_dir(kind, name, fp)))
+        local = self.version_dir(kind, name, fp)
+        if self.store is None:
+            return DatasetHandle(kind=kind, name=name, fingerprint=fp, uri=str(local))
+        return DatasetHandle(kind=kind, name=name, fingerprint=fp, uri=self.store.url(self._rel(local)),
+                             mirror=str(local))
+
+    def is_committed(self, kind: str, name: str, fp: str) -> bool:
+        """Whether the version exists complete (on an object store: its manifest is in the bucket)."""
+        local = self.version_dir(kind, name, fp)
+        if self.store is None:
+            return (local / MANIFEST).is_file()
+        return self.store.exists(f"{self._rel(local)}/{MANIFEST}")
 
     def find(self, kind: str, name: str, fp: str) -> DatasetHandle | None:
         """The complete version, or None when it does not exist (or is not complete)."""
-        handle = self.handle(kind, name, fp)
-        return handle if (handle.path / MANIFEST).is_file() else None
+        return self.handle(kind, name, fp) if self.is_committed(kind, name, fp) else None
+
+    def manifest(self, handle: DatasetHandle) -> dict[str, Any]:
+        """A version's manifest, without copying the version (from the mirror when it is there)."""
+        if handle.mirror is None or (Path(handle.mirror) / MANIFEST).is_file():
+            return read_manifest_path(Path(handle.mirror or handle.path))
+        assert self.store is not None
+        return json.loads(self.store.read_bytes(f"{self._rel(Path(handle.mirror))}/{MANIFEST}"))
+
+    def _fingerprints(self, kind: str, name: str) -> list[str]:
+        """Fingerprint-named entries of a dataset, committed or not."""
+        base = self.root / kind / name
+        if self.store is not None:
+            return [c for c in self.store.children(self._rel(base)) if _FP_RE.fullmatch(c)]
+        return [e.name for e in base.iterdir() if _FP_RE.fullmatch(e.name)] if base.is_dir() else []
 
     def versions(self, kind: str, name: str) -> list[DatasetHandle]:
         """Complete versions of a dataset, oldest first (by manifest creation time)."""
-        base = self.root / check_kind(kind) / check_name(name)
+        check_kind(kind)
+        check_name(name)
         found = []
-        if base.is_dir():
-            for entry in base.iterdir():
-                if _FP_RE.fullmatch(entry.name) and (entry / MANIFEST).is_file():
-                    created = read_manifest_path(entry).get("created_at", "")
-                    found.append((created, self.handle(kind, name, entry.name)))
+        for fp in self._fingerprints(kind, name):
+            if self.is_committed(kind, name, fp):
+                handle = self.handle(kind, name, fp)
+                found.append((self.manifest(handle).get("created_at", ""), handle))
         return [h for _, h in sorted(found, key=lambda pair: pair[0])]
 
     def latest(self, kind: str, name: str) -> DatasetHandle:
@@ -174,20 +275,30 @@ class Lake:
     def names(self, kind: str) -> list[str]:
         """Datasets of this kind that have at least one complete version."""
         base = self.root / check_kind(kind)
-        if not base.is_dir():
-            return []
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME_RE.fullmatch(p.name)
-                      and any(_FP_RE.fullmatch(v.name) and (v / MANIFEST).is_file() for v in p.iterdir()))
+        if self.store is not None:
+            candidates = self.store.children(self._rel(base))
+        else:
+            candidates = [p.name for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+        return sorted(n for n in candidates if _NAME_RE.fullmatch(n)
+                      and any(self.is_committed(kind, n, fp) for fp in self._fingerprints(kind, n)))
 
-    def sweep(self) -> None:
+    def sweep(self, stale_after_s: float = 3600.0) -> list[str]:
         """Remove temporary version directories of dead runs on this host anywhere in the lake, and
-        dataset directories that are left empty."""
+        dataset directories that are left empty. On an object store, also the version prefixes without a
+        manifest whose newest object is older than ``stale_after_s`` (a writer elsewhere may still be
+        uploading a younger one). Returns the object-store prefixes removed."""
+        removed: list[str] = []
+        if self.store is not None:
+            for kind in KINDS:
+                for name in self.store.children(self._rel(self.root / kind)):
+                    removed += self.store.sweep(self._rel(self.root / kind / name), stale_after_s)
         for kind in KINDS:
             base = self.root / kind
             for entry in base.iterdir() if base.is_dir() else []:
                 if entry.is_dir():
                     sweep_stale_temporaries(entry)
                     _remove_if_empty(entry)
+        return removed
 
     def all_versions(self) -> Iterator[DatasetHandle]:
         for kind in KINDS:
@@ -203,7 +314,7 @@ class Lake:
         self.sweep()
         tmp = final.parent / f".tmp-{fp}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         tmp.mkdir(parents=True)  # parents: a concurrent sweep may have removed an empty dataset directory
-        writer = VersionWriter(self.handle(kind, name, fp), tmp, final)
+        writer = VersionWriter(self.handle(kind, name, fp), tmp, final, self)
         try:
             yield writer
         finally:
@@ -216,8 +327,9 @@ class Lake:
 class VersionWriter:
     """Files go into ``tmp``; ``commit(manifest)`` writes the manifest last and renames."""
 
-    def __init__(self, handle: DatasetHandle, tmp: Path, final: Path):
+    def __init__(self, handle: DatasetHandle, tmp: Path, final: Path, lake: Lake | None = None):
         self.handle = handle
+        self.lake = lake
         self.tmp = tmp
         self.final = final
         self.committed = False
@@ -245,6 +357,15 @@ class VersionWriter:
         }
         _fsync_tree(self.tmp)
         write_json_atomic(self.tmp / MANIFEST, body)
+        store = self.lake.store if self.lake is not None else None
+        uploaded = False
+        if store is not None:
+            # The bucket is the truth: files under the final prefix, the manifest last, as the commit
+            # marker. Another run that committed this fingerprint first made the same content: keep theirs.
+            rel = self.lake._rel(self.final)  # type: ignore[union-attr]
+            if not store.exists(f"{rel}/{MANIFEST}"):
+                store.upload_dir(self.tmp, rel)
+                uploaded = True
         ours = True
         try:
             os.rename(self.tmp, self.final)
@@ -258,6 +379,8 @@ class VersionWriter:
             try:
                 self.catalog_status = catalog.register(self.handle)
             except BaseException:
+                if uploaded:
+                    store.delete_dir(rel)  # type: ignore[union-attr]  # manifest first: no reader sees it
                 if ours:
                     os.rename(self.final, self.tmp)  # un-commit; the writer removes tmp
                 raise
@@ -271,6 +394,8 @@ def read_manifest_path(version_dir: Path) -> dict[str, Any]:
 
 
 def read_manifest(handle: DatasetHandle) -> dict[str, Any]:
+    """A version's manifest (on an object-store lake this copies the version to the mirror; a
+    :class:`Lake`'s ``manifest()`` reads the manifest alone)."""
     return read_manifest_path(handle.path)
 
 

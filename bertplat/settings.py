@@ -34,14 +34,20 @@ class Settings(BaseSettings):
 
     data_dir: str = Field(
         default="./data",
-        description="Root of the data lake, as a path or URI. Datasets live under <data_dir>/lake, training "
-        "runs under <data_dir>/runs. Object-store URIs (s3://...) are accepted here, but the lake commits "
-        "versions by directory rename and so still needs a local or POSIX filesystem.",
+        description="Root of the data lake: a local path, or an S3-compatible bucket as s3://BUCKET[/PREFIX] "
+        "(credentials and endpoint from the usual AWS_* variables). Datasets live under <data_dir>/lake, "
+        "exports under <data_dir>/models, training runs under <data_dir>/runs.",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="With an s3:// data_dir: the local mirror that stages read and write (default "
+        "~/.cache/bertplat/s3/<bucket>/<prefix>). Ignored for a local data_dir.",
     )
     catalog_path: str | None = Field(
         default=None,
-        description="The DuckDB catalog file. Default: <data_dir>/catalog.duckdb for a local data_dir, "
-        "./catalog.duckdb otherwise (DuckDB needs a local file).",
+        description="The DuckDB catalog file. Default: <data_dir>/catalog.duckdb for a local data_dir, the "
+        "mirror's catalog.duckdb for an s3:// one (DuckDB needs a local file; `bertplat catalog rebuild` "
+        "indexes the bucket on any machine).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of bertplat's own loggers."
@@ -59,7 +65,9 @@ class Settings(BaseSettings):
             return local_path(self.catalog_path)
         if is_local_uri(self.data_dir):
             return local_path(self.data_dir) / "catalog.duckdb"
-        return Path("catalog.duckdb").resolve()
+        from bertplat.objectstore import mirror_dir
+
+        return mirror_dir(self.data_dir, self.cache_dir) / "catalog.duckdb"
 
     def configure_logging(self) -> None:
         """Send bertplat's log records to stderr at the configured level (CLI use)."""

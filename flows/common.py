@@ -43,7 +43,7 @@ def enter_worker_directory() -> dict[str, str]:
 def context() -> tuple[Settings, Lake, Catalog]:
     settings = Settings()
     logging.getLogger("bertplat").setLevel(settings.log_level)
-    lake = Lake(settings.data_dir)
+    lake = Lake(settings.data_dir, settings.cache_dir)
     return settings, lake, Catalog(settings.catalog_file, lake)
 
 

@@ -137,8 +137,10 @@ def resolve_model(ref: str | Path, lake: Lake, catalog: Catalog | None = None) -
     name, _, fp = str(ref).partition("@")
     base = lake.data_dir / "models" / name
     if fp:
-        if (base / fp / MANIFEST).is_file():
+        if lake.fetch(base / fp):  # on an object store: from the bucket
             return base / fp
+    elif (newest := lake.fetch_newest(base)) is not None:
+        return newest
     elif base.is_dir():
         found = sorted((d for d in base.iterdir() if (d / MANIFEST).is_file()), key=lambda d: (d / MANIFEST).stat().st_mtime)
         if found:

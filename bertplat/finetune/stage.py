@@ -184,7 +184,7 @@ def run_finetune(base_model: str | Path, task: DatasetHandle, name: str, config:
     tok_dir = tokenizer_dir(base_dir)
     fp = run_fingerprint(hash_model_dir(base_dir), task, config)
     final = lake.data_dir / "models" / name / fp
-    if (final / MANIFEST).is_file():
+    if lake.fetch(final):  # on an object store: from the bucket, when it holds the export
         return reused_result(final, task, lake, start)
     dev_name = config.dev_split or data.default_dev_split()
     metric = selection_metric(data, config)
@@ -300,6 +300,7 @@ def finish(name: str, fp: str, run_dir: Path, base_dir: Path, tok_dir: Path, imp
                                            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
     model_dir = write_dir_atomically(final, write, overwrite=True)
+    lake.publish(model_dir)  # on an object store: the files, then the manifest (the commit marker)
     records = [r for d in decoded.values() for r in d.records]
     predictions = write_predictions(records, name, fp, lake, catalog, parents=[
         data.handle.model_dump(include={"kind", "name", "fingerprint"}), {"kind": KIND, "name": name, "fingerprint": fp}],

@@ -263,3 +263,37 @@ class RunCheckpoints(pl.Callback):
             state = {"status": status, "global_step": trainer.global_step, "total_steps": self.total_steps,
                      "checkpoint": str(self.dir / "last.ckpt"), "signal": signal_name}
             (self.dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+class PublishRun(pl.Callback):
+    """On an object-store data root: upload the run directory's new or changed files (checkpoints, logs)
+    to the bucket as training goes, so a lost machine loses at most the steps since the last checkpoint.
+    Checkpoints are written whole locally first (Lightning saves to a local file), then uploaded whole."""
+
+    def __init__(self, lake: Any, run_dir: Path):
+        self.lake, self.run_dir = lake, Path(run_dir)
+        self._sent: dict[str, tuple[int, int]] = {}
+
+    def publish(self) -> int:
+        """Upload what changed since the last call; returns the number of files sent."""
+        store = self.lake.store
+        if store is None or not self.run_dir.is_dir():
+            return 0
+        sent = 0
+        for path in sorted(self.run_dir.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed meanwhile (an old checkpoint past keep_checkpoints)
+            rel = path.relative_to(self.run_dir).as_posix()
+            if self._sent.get(rel) != (stat.st_mtime_ns, stat.st_size):
+                store.put_file(path, f"{self.lake._rel(self.run_dir)}/{rel}")
+                self._sent[rel] = (stat.st_mtime_ns, stat.st_size)
+                sent += 1
+        return sent
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.is_global_zero and _at_step_boundary(trainer, pl_module) and self.lake.store is not None:
+            self.publish()

@@ -34,7 +34,7 @@ from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_js
 from bertplat.model import BertPretrainingModel, ModelConfig, export_hf, save_checkpoint
 from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.layers import EncoderLayer
-from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepBar, StepProgress, Throughput
+from bertplat.pretrain.callbacks import STATE_FILE, PublishRun, RunCheckpoints, StepBar, StepProgress, Throughput
 from bertplat.pretrain.config import OPERATIONAL_FIELDS, PretrainConfig
 from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
 from bertplat.pretrain.module import PretrainModule
@@ -243,7 +243,7 @@ def prepare_run_dir(run_dir: Path, cfg: PretrainConfig, model: ModelConfig, resu
 def find_export(lake: Lake, name: str, fp: str) -> dict[str, Any] | None:
     """The manifest of the finished export ``models/<name>/<fp>/``, or None (no manifest: not complete)."""
     path = lake.data_dir / "models" / name / fp / MANIFEST
-    if not path.is_file():
+    if not lake.fetch(path.parent):  # on an object store: from the bucket, when it holds the export
         return None
     return _read_json(path) or None
 
@@ -328,12 +328,17 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     if resume and refuse_other_runs and not run_dir and not (default_dir / "checkpoints").is_dir():
         check_resume(lake, name, fp, config, source)
     run_dir = Path(run_dir) if run_dir else default_dir
+    if resume and lake.store is not None and run_dir.is_relative_to(lake.data_dir):
+        lake.fetch_files(run_dir)  # continue a run another machine checkpointed to the bucket
 
     datamodule = PretrainDataModule(source, config)
     bar = isinstance(progress, TqdmProgress) and not progress.disable
     cuda = config.accelerator == "gpu" or (config.accelerator == "auto" and torch.cuda.is_available())
     callbacks: list[Any] = [Throughput(model_cfg, config.resolved_precision(cuda), config.peak_tflops,
                                        config.log_every_n_steps), RunCheckpoints(run_dir / "checkpoints")]
+    publish = PublishRun(lake, run_dir) if run_dir.is_relative_to(lake.data_dir) else None
+    if publish is not None and lake.store is not None:
+        callbacks.append(publish)
     callbacks.append(StepBar(name) if bar else StepProgress(progress, f"pretraining {name}"))
     trainer = build_trainer(config, run_dir, callbacks, bar, cuda)
     datamodule.make_layout(trainer.world_size)  # the world size decides the data layout and the steps
@@ -348,7 +353,11 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
 
     pl.seed_everything(config.seed, workers=False, verbose=False)  # the initial weights
     module = PretrainModule(model_cfg.to_dict(), config.model_dump(mode="json"), total)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # our checkpoints hold no pickles
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # our checkpoints hold no pickles
+    finally:
+        if publish is not None and trainer.is_global_zero:
+            publish.publish()  # the last checkpoint and state.json, also after a signal or an error
 
     if not trainer.is_global_zero:  # under torchrun / re-launched DDP, rank 0 reports and exports
         result = _result(name, fp, run_dir, None, source, total, {}, GateReport(stage="pretrain", dataset=name),
@@ -359,7 +368,11 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
         raise PretrainInterrupted(f"pretraining {name} stopped on {state['signal']} at step {state['global_step']} "
                                   f"of {total}; checkpoint {state['checkpoint']}. Resume with the same command "
                                   f"and --resume (resume=True, run_dir={str(run_dir)!r}).")
-    result = finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+    try:
+        result = finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+    finally:
+        if publish is not None:
+            publish.publish()  # metrics.json and the loss curve, written by finish
     return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None})
 
 
@@ -428,7 +441,9 @@ def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg:
                                                   report, plot.is_file()), encoding="utf-8")
         write_json_atomic(tmp / "_manifest.json", _manifest(name, fp, source, cfg, model_cfg, metrics, report, run_dir))
 
-    return write_dir_atomically(final, write, overwrite=True)
+    write_dir_atomically(final, write, overwrite=True)
+    lake.publish(final)  # on an object store: the files, then the manifest (the commit marker)
+    return final
 
 
 def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,

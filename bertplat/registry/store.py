@@ -143,7 +143,7 @@ def import_model_dir(source: Path, name: str, lake: Lake) -> Path:
     hashes = file_hashes(source)
     vid = content_id(hashes)
     final = models_root(lake) / name / vid
-    if (final / MANIFEST).is_file():
+    if lake.fetch(final):
         return final
 
     def write(tmp: Path) -> None:
@@ -156,7 +156,9 @@ def import_model_dir(source: Path, name: str, lake: Lake) -> Path:
             "origin": "import", "source_path": str(source), "source_files": {k: v[1] for k, v in hashes.items()},
             "parents": [], "created_at": now().isoformat(timespec="seconds"), "bertplat_version": __version__})
 
-    return write_dir_atomically(final, write, overwrite=False)
+    write_dir_atomically(final, write, overwrite=False)
+    lake.publish(final)  # on an object store: the files, then the manifest (the commit marker)
+    return final
 
 
 def _origin(manifest: dict[str, Any]) -> str:

@@ -57,7 +57,7 @@ class VocabResult(StageResult):
                 f"{s['heldout']['unk_rate']:.3%}, fertility {s['heldout']['fertility']:.2f} - {verb}\n"
                 f"  {self.dataset.uri}\n"
                 f"  DuckDB: SELECT * FROM vocab_{self.dataset.name};  transformers: "
-                f"BertTokenizerFast.from_pretrained('{self.dataset.uri}')")
+                f"BertTokenizerFast.from_pretrained('{self.dataset.path}')")
 
 
 def iter_corpus_texts(corpus: DatasetHandle, fraction: float, heldout: list[str], heldout_max: int,
