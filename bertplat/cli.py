@@ -48,9 +48,8 @@ DEBUG = {"on": False}
 def _context():
     from bertplat.catalog import Catalog
     from bertplat.lake import Lake
-    from bertplat.settings import Settings
-
     from bertplat.objectstore import ObjectStoreError
+    from bertplat.settings import Settings
 
     settings = Settings()
     settings.configure_logging()

@@ -34,7 +34,14 @@ from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_js
 from bertplat.model import BertPretrainingModel, ModelConfig, export_hf, save_checkpoint
 from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.layers import EncoderLayer
-from bertplat.pretrain.callbacks import STATE_FILE, PublishRun, RunCheckpoints, StepBar, StepProgress, Throughput
+from bertplat.pretrain.callbacks import (
+    STATE_FILE,
+    PublishRun,
+    RunCheckpoints,
+    StepBar,
+    StepProgress,
+    Throughput,
+)
 from bertplat.pretrain.config import OPERATIONAL_FIELDS, PretrainConfig
 from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
 from bertplat.pretrain.module import PretrainModule
