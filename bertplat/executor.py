@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -54,10 +54,12 @@ class _Initialised:
 _INITIALISED: set = set()
 
 
-def run_tasks(fn: Callable, calls: Sequence[tuple], *, workers: int, cluster: str | None = None,
+def run_tasks(fn: Callable, calls: Iterable[tuple], *, workers: int, cluster: str | None = None,
               initializer: Callable | None = None, initargs: tuple = (),
-              cluster_initargs: tuple | None = None, on_done: Callable[[int, Any], None] | None = None) -> list:
+              cluster_initargs: tuple | None = None, on_done: Callable[[int, Any], None] | None = None,
+              window: int | None = None) -> list:
     """``fn(*call)`` for every call, results in call order; ``on_done(i, result)`` as each finishes.
+    ``window``: at most this many calls submitted and unfinished at once (for calls that carry data).
 
     Local: in this process when ``workers`` is 1, else a spawn-context process pool of ``workers``
     running ``initializer(*initargs)`` in each process. Dask: the cluster's workers, each running
@@ -66,7 +68,7 @@ def run_tasks(fn: Callable, calls: Sequence[tuple], *, workers: int, cluster: st
     address = cluster_address(cluster)
     if address is not None:
         return _run_on_dask(address, fn, calls, initializer, initargs if cluster_initargs is None else cluster_initargs,
-                            on_done)
+                            on_done, window)
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
@@ -78,23 +80,33 @@ def run_tasks(fn: Callable, calls: Sequence[tuple], *, workers: int, cluster: st
         return results
     ctx = mp.get_context("spawn")  # fork is unsafe under the threads of Prefect and torch
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-        return _gather(pool, fn, calls, on_done)
+        return _gather(pool, fn, calls, on_done, window)
 
 
-def _gather(executor: Any, fn: Callable, calls: Sequence[tuple], on_done: Callable[[int, Any], None] | None) -> list:
-    """Submit every call to a concurrent.futures-style executor; results in call order."""
-    results: list[Any] = [None] * len(calls)
-    futures = {executor.submit(fn, *call): i for i, call in enumerate(calls)}
-    for future in as_completed(futures):
-        i = futures[future]
-        results[i] = future.result()
-        if on_done:
-            on_done(i, results[i])
-    return results
+def _gather(executor: Any, fn: Callable, calls: Iterable[tuple], on_done: Callable[[int, Any], None] | None,
+            window: int | None = None) -> list:
+    """Submit the calls to a concurrent.futures-style executor, at most ``window`` unfinished at a time
+    (``calls`` may then be a generator that reads its inputs as it goes); results in call order."""
+    results: dict[int, Any] = {}
+    pending: dict[Any, int] = {}
+
+    def collect(done) -> None:
+        for future in done:
+            i = pending.pop(future)
+            results[i] = future.result()
+            if on_done:
+                on_done(i, results[i])
+
+    for i, call in enumerate(calls):
+        pending[executor.submit(fn, *call)] = i
+        if window is not None and len(pending) >= window:
+            collect([next(as_completed(pending))])
+    collect(as_completed(list(pending)))
+    return [results[i] for i in range(len(results))]
 
 
-def _run_on_dask(address: str, fn: Callable, calls: Sequence[tuple], initializer: Callable | None,
-                 initargs: tuple, on_done: Callable[[int, Any], None] | None) -> list:
+def _run_on_dask(address: str, fn: Callable, calls: Iterable[tuple], initializer: Callable | None,
+                 initargs: tuple, on_done: Callable[[int, Any], None] | None, window: int | None) -> list:
     try:
         from distributed import Client
     except ImportError as exc:   # pragma: no cover - the cluster extra is installed by setup
@@ -108,4 +120,4 @@ def _run_on_dask(address: str, fn: Callable, calls: Sequence[tuple], initializer
     with client:
         # Client.get_executor speaks concurrent.futures; retries cover a task whose worker died
         return _gather(client.get_executor(pure=False, retries=2), _Initialised(fn, initializer, initargs), calls,
-                       on_done)
+                       on_done, window)

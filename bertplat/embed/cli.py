@@ -38,6 +38,8 @@ def embed(
                               "agreement thresholds."),
     device: str | None = typer.Option(None, help="auto (default), cpu or cuda."),
     threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
+    cluster: str | None = typer.Option(None, help="Embed the shards on this Dask scheduler, e.g. tcp://host:8786 "
+                                       "(default $BERTPLAT_DASK_ADDRESS, else here); same vectors, same fingerprint."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of embed options "
                                        "(configs/embed/); command-line options override it."),
 ) -> None:
@@ -51,7 +53,7 @@ def embed(
     overrides: dict[str, Any] = dict(unit=unit, text_column=text_column, splits=tuple(split) if split else None,
                                      pooling=pooling, normalize=normalize, max_length=max_length,
                                      long_texts=long_texts, quantize="int8" if int8 else None, device=device,
-                                     threads=threads)
+                                     threads=threads, cluster=cluster)
     cfg = _run(EmbedConfig.from_yaml, config, **overrides) if config else _run(EmbedConfig.build, {}, overrides)
     source = _run(lake.resolve, "corpus" if corpus else "tasks", corpus or task)
     result = _run(run_embed, model, source, name, cfg, lake, catalog, progress=_progress())

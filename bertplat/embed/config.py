@@ -9,7 +9,7 @@ from pydantic import Field
 from bertplat.config import StageConfig
 
 # Fields that decide how fast the vectors come, not what they are: left out of the fingerprint.
-EXECUTION_FIELDS = frozenset({"max_tokens", "max_batch_size", "threads", "device"})
+EXECUTION_FIELDS = frozenset({"max_tokens", "max_batch_size", "threads", "device", "cluster"})
 
 
 class EmbedConfig(StageConfig):
@@ -53,6 +53,10 @@ class EmbedConfig(StageConfig):
         default="auto", description="Compute dtype. auto: bfloat16 on GPU, float32 on CPU. Vectors are "
         "stored as float32 either way.")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: all cores).")
+    cluster: str | None = Field(
+        default=None, description="Dask scheduler to embed the shards on (tcp://host:8786; default "
+        "$BERTPLAT_DASK_ADDRESS, else this process). Each worker process loads the model once and embeds whole "
+        "shards; the vectors and the fingerprint are the same as here.")
     quantize: Literal["none", "int8"] = Field(
         default="none", description="int8: dynamic int8 quantisation of the Linear layers (CPU only); "
         "refused when its agreement with float32 on a sample is below the thresholds.")

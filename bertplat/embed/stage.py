@@ -29,6 +29,7 @@ from bertplat.embed.encoder import Encoder, ModelSpec, model_fingerprint, quanti
 from bertplat.embed.gate import check_embeddings
 from bertplat.embed.report import plot_pca
 from bertplat.embed.source import SourceSpec, count_rows, iter_chunks
+from bertplat.executor import cluster_address, run_tasks
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_manifest
 from bertplat.progress import NullProgress, Progress
 from bertplat.stages import StageResult, catalog_status, find_existing
@@ -97,7 +98,10 @@ def run_embed(model: str | Path, source: DatasetHandle, name: str, config: Embed
         encoder, stats["int8"] = _int8_encoder(encoder, src, config)
     expected = count_rows(src, config)
     work = lake.data_dir / "work" / "embed" / f"{name}-{fp}"
-    shards, timing = _embed_shards(encoder, src, config, work, expected, progress)
+    if cluster_address(config.cluster):
+        shards, timing = _embed_shards_on_cluster(spec, src, config, work, expected, progress)
+    else:
+        shards, timing = _embed_shards(encoder, src, config, work, expected, progress)
     report = check_embeddings(shards, expected, encoder.dim, encoder.normalize, config, dataset=f"{KIND}/{name}@{fp}")
     stats.update(rows=expected, **timing)
 
@@ -148,11 +152,63 @@ def _embed_shards(encoder: Encoder, src: SourceSpec, config: EmbedConfig, work: 
             shards.append(path)
             row += len(chunk)
             bar.advance(len(chunk))
+    return _finish_shards(work, shards, resumed, embedded, seconds)
+
+
+def _finish_shards(work: Path, shards: list[Path], resumed: int, embedded: int, seconds: float) -> tuple[list[Path], dict]:
     for stale in work.glob("shard-*.parquet"):  # a shard from a run with a larger input cannot be ours
         if stale not in shards:
             stale.unlink()
     return shards, {"shards_resumed": resumed, "rows_embedded": embedded, "embed_seconds": round(seconds, 3),
                     "rows_per_s": embedded / seconds if seconds else None}
+
+
+def _embed_shards_on_cluster(spec: ModelSpec, src: SourceSpec, config: EmbedConfig, work: Path, expected: int,
+                             progress: Progress) -> tuple[list[Path], dict]:
+    """As :func:`_embed_shards`, with each unfinished shard a task on the Dask cluster ``config.cluster``: the
+    chunks are read here and sent as they are needed (a few per worker in flight), every worker loads the
+    model once and writes its shards into ``work`` (which it must see: one machine or a shared file system)."""
+    work.mkdir(parents=True, exist_ok=True)
+    plan: list[tuple[Path, int]] = []
+
+    def calls():
+        row = 0
+        for i, chunk in enumerate(iter_chunks(src, config)):
+            path = work / f"shard-{i:05d}.parquet"
+            plan.append((path, len(chunk)))
+            if not (path.is_file() and pq.ParquetFile(path).metadata.num_rows == len(chunk)):
+                yield (str(spec.path), config.model_dump_json(), chunk, row, src, str(path))
+            else:
+                bar.advance(len(chunk))
+            row += len(chunk)
+
+    with progress.task("embedding", total=expected, unit="rows") as bar:
+        done = run_tasks(_embed_task, calls(), workers=1, cluster=config.cluster, window=8,
+                         on_done=lambda i, r: bar.advance(r[0]))
+    embedded, seconds = sum(r[0] for r in done), sum(r[1] for r in done)
+    return _finish_shards(work, [p for p, _ in plan], len(plan) - len(done), embedded, seconds)
+
+
+_WORKER_ENCODERS: dict[tuple[str, str], Encoder] = {}
+
+
+def _embed_task(model_dir: str, config_json: str, chunk: pa.Table, first_id: int, src: SourceSpec,
+                path: str) -> tuple[int, float]:
+    """One shard on a cluster worker: (rows, seconds). The encoder is built once per worker process, as
+    run_embed builds it here (int8 included: its agreement with float32 was checked before any task)."""
+    key = (model_dir, config_json)
+    if key not in _WORKER_ENCODERS:
+        config = EmbedConfig.model_validate_json(config_json)
+        encoder = Encoder.from_config(read_model_spec(Path(model_dir)), config.model_copy(update={"quantize": "none"}))
+        if config.quantize == "int8":
+            encoder = encoder.with_backbone(quantize_int8(encoder.backbone, config.int8_scheme))
+        _WORKER_ENCODERS.clear()
+        _WORKER_ENCODERS[key] = encoder
+    config = EmbedConfig.model_validate_json(config_json)
+    t0 = time.perf_counter()
+    vectors = _WORKER_ENCODERS[key].encode(chunk.column("text").to_pylist())
+    _write_shard(chunk, vectors, first_id, src, config, Path(path))
+    return len(chunk), time.perf_counter() - t0
 
 
 def _write_shard(chunk: pa.Table, vectors: np.ndarray, first_id: int, src: SourceSpec, config: EmbedConfig,

