@@ -262,7 +262,15 @@ def run_hf(data, cfg: dict[str, Any], seed: int, model_dir: Path, out: Path, pad
         load_best_model_at_end=each_epoch, metric_for_best_model=metric,
         greater_is_better=True, save_total_limit=1, logging_strategy="epoch", report_to="none",
         disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=sets["train"], eval_dataset=sets[dev],
+    class InOrderTrainer(Trainer):
+        """transformers 5 applies ``group_by_length`` to evaluation too (a seeded, shuffled
+        ``LengthGroupedSampler``) and returns the predictions in that order, not the dataset's: scored against
+        the gold labels in dataset order they look like chance. Evaluation here reads in dataset order."""
+
+        def _get_eval_sampler(self, eval_dataset):
+            return torch.utils.data.SequentialSampler(eval_dataset) if eval_dataset is not None else None
+
+    trainer = InOrderTrainer(model=model, args=args, train_dataset=sets["train"], eval_dataset=sets[dev],
                       data_collator=collator, processing_class=tok,
                       compute_metrics=lambda p: score(current["split"], p.predictions))
     trainer.train()
@@ -399,6 +407,9 @@ def report_compare(results: dict) -> list[str]:
     return lines
 
 
+PERCENT = {"exact_match", "squad_f1"}  # SQuAD's metrics are in percent already (the official script's scale)
+
+
 def report_table(results: dict) -> list[str]:
     lines = []
     for name, e in results["table"].items():
@@ -409,7 +420,7 @@ def report_table(results: dict) -> list[str]:
                 ms.setdefault(k, []).append(v)
         lines.append(f"{name}: train {c.get('train', 0):,}, validation {c.get('validation', 0):,}; seeds "
                      f"{[r['seed'] for r in e['runs']]}; " + ", ".join(
-                         f"{k} {100 * mean(v):.2f}" for k, v in ms.items()) +
+                         f"{k} {(1 if k in PERCENT else 100) * mean(v):.2f}" for k, v in ms.items()) +
                      f"; {mean([r['seconds'] for r in e['runs']]):.0f} s per run")
     return lines
 
