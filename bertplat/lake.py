@@ -282,15 +282,17 @@ class Lake:
         return sorted(n for n in candidates if _NAME_RE.fullmatch(n)
                       and any(self.is_committed(kind, n, fp) for fp in self._fingerprints(kind, n)))
 
-    def sweep(self, stale_after_s: float = 3600.0) -> list[str]:
+    def sweep(self, stale_after_s: float = 3600.0, dataset: tuple[str, str] | None = None) -> list[str]:
         """Remove temporary version directories of dead runs on this host anywhere in the lake, and
         dataset directories that are left empty. On an object store, also the version prefixes without a
         manifest whose newest object is older than ``stale_after_s`` (a writer elsewhere may still be
-        uploading a younger one). Returns the object-store prefixes removed."""
+        uploading a younger one): of one ``(kind, name)`` only when ``dataset`` names it (what a write does,
+        so that it lists one dataset, not the whole bucket). Returns the object-store prefixes removed."""
         removed: list[str] = []
         if self.store is not None:
-            for kind in KINDS:
-                for name in self.store.children(self._rel(self.root / kind)):
+            for kind in KINDS if dataset is None else (dataset[0],):
+                names = self.store.children(self._rel(self.root / kind)) if dataset is None else [dataset[1]]
+                for name in names:
                     removed += self.store.sweep(self._rel(self.root / kind / name), stale_after_s)
         for kind in KINDS:
             base = self.root / kind
@@ -311,7 +313,7 @@ class Lake:
         """A temporary directory to fill; ``commit()`` renames it into place, anything else
         (an exception, a failed gate) removes it."""
         final = self.version_dir(kind, name, fp)
-        self.sweep()
+        self.sweep(dataset=(kind, name))
         tmp = final.parent / f".tmp-{fp}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         tmp.mkdir(parents=True)  # parents: a concurrent sweep may have removed an empty dataset directory
         writer = VersionWriter(self.handle(kind, name, fp), tmp, final, self)

@@ -219,8 +219,10 @@ class ObjectStore:
         removed = []
         now = time.time()
         for child in self.children(rel):
+            if self.exists(f"{rel}/{child}/{MANIFEST}"):
+                continue  # committed: one request, not a listing of the version
             infos = self.files(f"{rel}/{child}")
-            if not infos or any(i.base_name == MANIFEST for i in infos):
+            if not infos:
                 continue
             newest = max(i.mtime.timestamp() for i in infos if i.mtime is not None)
             if now - newest >= stale_after_s:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from bertplat.catalog import Catalog
-from bertplat.lake import DatasetHandle, Lake, read_manifest
+from bertplat.lake import DatasetHandle, Lake
 from bertplat.validation import GateReport
 
 CatalogStatus = Literal["indexed", "deferred"]
@@ -51,4 +51,4 @@ def find_existing(lake: Lake, catalog: Catalog | None, kind: str, name: str, fp:
         return None
     if catalog is not None:
         catalog.register(handle)
-    return handle, read_manifest(handle)
+    return handle, lake.manifest(handle)  # the manifest alone: nothing is copied from a bucket
