@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bertplat.ingest.text import replace_in_rows, rows_containing
+
 _ENTITY_RE = "&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});"
 _TAG = "</?[a-zA-Z][a-zA-Z0-9:-]*(?:\\s[^<>\\n]*)?/?>"
 _MARKUP_LINE_RE = f"(?m)^[ \\t]*(?:{_TAG}[ \\t]*)+$"
@@ -38,22 +40,33 @@ _DOUBLE_PUNCT_RE = "([,;:])(?:\\s*[,;:])+"
 
 def unescape_entities(arr: pa.StringArray) -> pa.StringArray:
     """HTML entities unescaped; only the texts that hold one pass through Python."""
-    has = np.asarray(pc.match_substring_regex(arr, pattern=_ENTITY_RE).fill_null(False))
-    if not has.any():
+    candidates = np.flatnonzero(rows_containing(arr, "&"))
+    if not len(candidates):
         return arr
-    rows = np.flatnonzero(has)
+    has = np.asarray(pc.match_substring_regex(arr.take(pa.array(candidates)), pattern=_ENTITY_RE).fill_null(False))
+    rows = candidates[has]
+    if not len(rows):
+        return arr
     values = [html.unescape(t) for t in arr.take(pa.array(rows)).to_pylist()]
-    return pc.replace_with_mask(arr, pa.array(has), pa.array(values, pa.string()))
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string()))
 
 
 def clean_markup(arr: pa.StringArray, placeholder_token: str = "") -> pa.StringArray:
-    """Every step of the module docstring on every text of ``arr``."""
+    """Every step of the module docstring on every text of ``arr``.
+
+    A step whose every match holds a rare literal (``<`` for tags, ``px;`` or ``>`` for style, ``formula_``
+    for placeholders) runs on the texts holding it only (:func:`rows_containing`); each mask is taken after
+    the steps that could add its literal, so the result is that of every step on every text."""
     arr = unescape_entities(arr)
-    arr = pc.replace_substring_regex(arr, pattern=_MARKUP_LINE_RE, replacement="")
-    arr = pc.replace_substring_regex(arr, pattern=_TAG, replacement=" ")
-    arr = pc.replace_substring_regex(arr, pattern=_STYLE_RE, replacement="")
+    tags = rows_containing(arr, "<")
+    arr = replace_in_rows(arr, tags, _MARKUP_LINE_RE, "")
+    arr = replace_in_rows(arr, tags, _TAG, " ")
+    arr = replace_in_rows(arr, rows_containing(arr, "px;", "em;", "pt;", ">"), _STYLE_RE, "")
     token = placeholder_token.replace("\\", "\\\\")
-    arr = pc.replace_substring_regex(arr, pattern=_PLACEHOLDER_RE, replacement=token)
+    arr = replace_in_rows(arr, rows_containing(arr, "formula_", "codice_"), _PLACEHOLDER_RE, token)
+    # parentheses are in most of the text's bytes (the long articles have them): full passes
     arr = pc.replace_substring_regex(arr, pattern=_EMPTY_PARENS_RE, replacement="")
     arr = pc.replace_substring_regex(arr, pattern=_OPEN_PUNCT_RE, replacement="\\1")
     arr = pc.replace_substring_regex(arr, pattern=_DOUBLE_PUNCT_RE, replacement="\\1")

@@ -9,8 +9,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bertplat.ingest.cleanup import clean_markup
 from bertplat.ingest.config import IngestConfig
-from bertplat.ingest.text import clean_whitespace, split_sentences
+from bertplat.ingest.text import clean_whitespace, rows_containing, split_sentences
 from bertplat.ingest.worker import _encode_texts
 
 
@@ -105,3 +106,44 @@ def test_encoded_texts_are_normalised(text):
 def test_decode_failure_names_the_offset():
     encoded, errors = _encode_texts([b"good \xff bad"], IngestConfig())
     assert encoded == [None] and "offset 5" in errors[0] and "--encoding" in errors[0]
+
+
+_pieces = st.lists(st.sampled_from(["ab", "a", "b", "．", "3．1", "「x『y。』z。」", "“He said ‘no.’ Then.”", "<br>",
+                                    "Wm. A. Smith", "c. 1750", "e.g. Paris", " ", "\n", "( ; x)", "formula_2"]),
+                   max_size=8).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_pieces, max_size=12), st.sampled_from(["ab", "．", "『", "<", "formula_"]), st.integers(0, 3),
+       st.booleans())
+def test_rows_containing_finds_every_text_holding_the_literal(texts, literal, start, large):
+    arr = pa.array(texts, pa.large_string() if large else pa.string()).slice(min(start, len(texts)))
+    mask = rows_containing(arr, literal)
+    values = arr.to_pylist()
+    for i, text in enumerate(values):
+        if literal in text:
+            assert mask[i]
+        elif mask[i]:   # a false positive only where the literal spans this text and the next ones
+            assert literal in "".join(values[i:]) and not text.endswith(literal)
+
+
+def _one_by_one(fn, texts):
+    return [fn(pa.array([t], pa.string())).to_pylist()[0] for t in texts]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_pieces, min_size=1, max_size=12))
+def test_batches_give_what_each_text_gives_alone(texts):
+    """The clean-up and the segmentation run some steps on the texts that need them only: the result of
+    a batch must not depend on which other texts are in it."""
+    arr = pa.array(texts, pa.string())
+    assert clean_markup(arr).to_pylist() == _one_by_one(clean_markup, texts)
+    assert split_sentences(arr).to_pylist() == _one_by_one(split_sentences, texts)
+
+
+def test_prefiltered_steps_by_hand():
+    out = split_sentences(pa.array(["圆周率约为3．14。然后．结束", "plain text. Next one", "「他说『好。』然后。」走了。"]))
+    assert out.to_pylist() == [["圆周率约为3．14。", "然后．", "结束"], ["plain text.", "Next one"],
+                               ["「他说『好。』然后。」", "走了。"]]
+    marked = clean_markup(pa.array(["a <br> b", "no tags", "width:20px; x formula_3 y"]))
+    assert clean_whitespace(marked, False).to_pylist() == ["a b", "no tags", "x y"]
