@@ -107,6 +107,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_name(name: str) -> str:
+    """A view's name as a query writes it: bare when DuckDB takes it so, quoted otherwise (a dataset named
+    ``grid-lr0p005`` gives the view ``"predictions_grid-lr0p005"``)."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else quote_ident(name)
+
+
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

@@ -2,7 +2,10 @@
 curve, confusion matrix (classification) or per-entity table (NER) and the most confident errors in the UI.
 
 An optional grid (lr x epochs x seeds) runs every cell as a parallel task and picks the winner by the dev
-metric only; the test split never chooses.
+metric only; the test split never chooses. The cells run one at a time in this process, or with ``cluster``
+(or ``$BERTPLAT_DASK_ADDRESS``) in parallel, as Prefect tasks on a Dask cluster through prefect-dask's task
+runner. They run in a ``finetune-grid`` subflow, since a flow's task runner is fixed when it starts and the
+choice is made in the run's form.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import itertools
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from bertplat.catalog import sql_name
+from bertplat.executor import ClusterError, cluster_address
 from bertplat.finetune.config import FinetuneConfig
 from bertplat.finetune.stage import FinetuneResult, run_finetune
 from flows.common import (
@@ -40,6 +46,10 @@ class FinetuneParams(BaseModel):
     grid_seeds: list[int] = Field(default_factory=list, description="Grid: seeds (empty: options.seed only).")
     register: bool = Field(default=True, description="Register the exported model (the grid's winner) in the model "
                            "registry, with its evaluations, lineage and model card.")
+    cluster: str | None = Field(default=None, description="Dask scheduler (tcp://host:8786) that runs the grid's "
+                                "cells, one Prefect task each, through prefect-dask's DaskTaskRunner; empty: "
+                                "$BERTPLAT_DASK_ADDRESS, else threads in this flow's process. Its workers need this "
+                                "data directory, PREFECT_API_URL and bertplat (see the README's Scaling out).")
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=retry_on_io_error,
@@ -74,7 +84,7 @@ def publish_card_link(version: dict) -> None:
 
 def confusion_rows(result: FinetuneResult, labels: list[str]) -> list[dict]:
     _, lake, catalog = context()
-    _, rows = catalog.fetch(f"SELECT gold, predicted, count(*) FROM predictions_{result.name} "
+    _, rows = catalog.fetch(f"SELECT gold, predicted, count(*) FROM {sql_name('predictions_' + result.name)} "
                             "WHERE split = ? AND gold IS NOT NULL GROUP BY ALL", [result.dev_split])
     counts = {(g, p): n for g, p, n in rows}
     return [{"gold \\ predicted": g, **{p: counts.get((g, p), 0) for p in labels}} for g in labels]
@@ -89,7 +99,7 @@ def entity_rows(result: FinetuneResult, scheme: str) -> list[dict]:
     from bertplat.metrics.entities import entity_scores
 
     _, lake, catalog = context()
-    _, rows = catalog.fetch(f"SELECT gold_tags, pred_tags FROM predictions_{result.name} WHERE split = ? "
+    _, rows = catalog.fetch(f"SELECT gold_tags, pred_tags FROM {sql_name('predictions_' + result.name)} WHERE split = ? "
                             "AND gold_tags IS NOT NULL", [result.dev_split])
     gold, pred = [list(g) for g, _ in rows], [list(p) for _, p in rows]
     types = sorted({t.split("-", 1)[1] for s in gold for t in s if "-" in t})
@@ -103,7 +113,7 @@ def entity_rows(result: FinetuneResult, scheme: str) -> list[dict]:
 
 def confident_errors(result: FinetuneResult) -> list[dict]:
     _, _, catalog = context()
-    cols, rows = catalog.fetch(f"SELECT id, text, gold, predicted, confidence, score FROM predictions_{result.name} "
+    cols, rows = catalog.fetch(f"SELECT id, text, gold, predicted, confidence, score FROM {sql_name('predictions_' + result.name)} "
                                "WHERE split = ? AND correct = false ORDER BY coalesce(confidence, score) DESC "
                                "NULLS LAST LIMIT 10", [result.dev_split])
     return [{c: (v[:200] if isinstance(v, str) else v) for c, v in zip(cols, r)} for r in rows]
@@ -148,21 +158,42 @@ def grid_cells(params: FinetuneParams) -> list[tuple[str, FinetuneConfig]]:
     lrs, epochs, seeds = params.grid_lr or [o.lr], params.grid_epochs or [o.epochs], params.grid_seeds or [o.seed]
     if len(lrs) * len(epochs) * len(seeds) == 1:
         return [(params.name, o.model_copy(update={"lr": lrs[0], "epochs": epochs[0], "seed": seeds[0]}))]
-    return [(f"{params.name}-lr{lr:g}-e{e}-s{s}".replace("+", "")[:64], o.model_copy(update={"lr": lr, "epochs": e,
-                                                                                          "seed": s}))
+    # a model name is a dataset name (letters, digits, '_' and '-'): 0.005 -> 0p005, 2e-05 stays
+    return [(f"{params.name}-lr{lr:g}-e{e}-s{s}".replace("+", "").replace(".", "p")[:64],
+             o.model_copy(update={"lr": lr, "epochs": e, "seed": s}))
             for lr, e, s in itertools.product(lrs, epochs, seeds)]
+
+
+# Here the cells run one at a time: cells in threads of one process would share its global RNG (the head's
+# initialisation, dropout, the batch order) and its CPU threads, so a cell's result would depend on the timing
+# of the others. On a Dask cluster each cell is a task of its own worker process, and they run in parallel.
+@flow(name="finetune-grid", description="The grid's cells as tasks: one at a time here, in parallel on a Dask cluster.",
+      task_runner=ThreadPoolTaskRunner(max_workers=1))
+def run_grid(model: str, task_ref: str, cells: list[tuple[str, FinetuneConfig]], resume: bool) -> list:
+    """Every cell's FinetuneResult, or its exception for a cell that failed."""
+    futures = [finetune_model.submit(model, task_ref, name, cfg, resume) for name, cfg in cells]
+    return [f.result(raise_on_failure=False) for f in futures]
+
+
+def _dask_runner(address: str):
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:   # the cluster extra installs it
+        raise ClusterError(f"a grid on the Dask cluster {address} needs prefect-dask: pip install "
+                           f"'bertplat[cluster]'") from exc
+    return DaskTaskRunner(address=address)
 
 
 @flow(name="finetune", description="Fine-tune a BERT-family model on a tasks dataset (optionally a small grid); "
                                    "export it if the gate passes.")
 def finetune_flow(params: FinetuneParams) -> str:
     cells = grid_cells(params)
-    futures = [finetune_model.submit(params.model, params.task, name, cfg, params.resume) for name, cfg in cells]
-    if len(futures) == 1:
-        results = [futures[0].result()]
-        pairs = [(results[0], cells[0][1])]
+    address = cluster_address(params.cluster)
+    if len(cells) == 1:
+        pairs = [(finetune_model(params.model, params.task, cells[0][0], cells[0][1], params.resume), cells[0][1])]
     else:  # a cell whose gate fails is a row of the table, not the end of the grid
-        outcomes = [f.result(raise_on_failure=False) for f in futures]
+        run = run_grid if address is None else run_grid.with_options(task_runner=_dask_runner(address))
+        outcomes = run(params.model, params.task, cells, params.resume)
         pairs = [(r, c) for r, (_, c) in zip(outcomes, cells) if isinstance(r, FinetuneResult)]
         if not pairs:
             raise RuntimeError(f"every cell of the {params.name} grid failed; see the task runs' logs")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel
 
-from bertplat.catalog import Catalog
+from bertplat.catalog import Catalog, sql_name
 from bertplat.finetune.config import FinetuneConfig
 from bertplat.finetune.data import (
     PREDICTIONS_SCHEMA,
@@ -56,7 +56,7 @@ class EvaluateResult(BaseModel):
         return (f"evaluated {self.model_dir} on {self.task.ref()} split {self.split} ({self.examples:,} examples) in "
                 f"{self.elapsed_s:.1f}s: {scores}\n"
                 f"  predictions: {self.predictions.uri}\n"
-                f"  DuckDB: SELECT * FROM predictions_{self.predictions.name} LIMIT 10;{registry}")
+                f"  DuckDB: SELECT * FROM {sql_name('predictions_' + self.predictions.name)} LIMIT 10;{registry}")
 
 
 def record_in_registry(model_dir: Path, task: DatasetHandle, split: str, metrics: dict[str, float],

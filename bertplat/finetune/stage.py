@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from pydantic import BaseModel
 
-from bertplat.catalog import Catalog
+from bertplat.catalog import Catalog, sql_name
 from bertplat.finetune.config import FinetuneConfig
 from bertplat.finetune.data import SplitData, TaskData, baseline_metrics, build_split, decode_split
 from bertplat.finetune.evaluate import (
@@ -91,7 +91,7 @@ class FinetuneResult(BaseModel):
         lines.append(f"  model: {self.model_dir}  (metrics.json, README.md, learning_curve.png)")
         lines.append(f"  run:   {self.run_dir}")
         if self.predictions is not None:
-            lines.append(f"  DuckDB: SELECT * FROM predictions_{self.predictions.name} WHERE NOT correct "
+            lines.append(f"  DuckDB: SELECT * FROM {sql_name('predictions_' + self.predictions.name)} WHERE NOT correct "
                          "ORDER BY confidence DESC LIMIT 10;")
         return "\n".join(lines)
 

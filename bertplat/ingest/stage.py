@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertplat.catalog import Catalog
+from bertplat.catalog import Catalog, sql_name
 from bertplat.executor import cluster_address, run_tasks
 from bertplat.ingest.config import IngestConfig
 from bertplat.ingest.gate import validate_corpus
@@ -60,7 +60,7 @@ class IngestResult(StageResult):
                 f"{c['sentences']:,} sentences, {c['characters']:,} characters from {c['files']:,} files "
                 f"({c['duplicates']:,} duplicates dropped, {self._quality_line()}{c['rejects']:,} rejects) - {verb}\n"
                 f"  {self.dataset.uri}\n"
-                f"  DuckDB: SELECT * FROM corpus_{self.dataset.name};  SELECT * FROM rejects_{self.dataset.name};")
+                f"  DuckDB: SELECT * FROM {sql_name('corpus_' + self.dataset.name)};  SELECT * FROM {sql_name('rejects_' + self.dataset.name)};")
 
 
 def run_ingest(sources: list[str], name: str, config: IngestConfig, lake: Lake, catalog: Catalog | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertplat.catalog import Catalog
+from bertplat.catalog import Catalog, sql_name
 from bertplat.lake import Lake, check_name, fingerprint, sha256_file
 from bertplat.paths import resolve_package_path
 from bertplat.plots import plot_length_histogram
@@ -49,7 +49,7 @@ class TasksResult(StageResult):
         return (f"task {self.dataset.name}@{self.dataset.fingerprint} ({self.task_type}): {c['rows']:,} examples "
                 f"({splits}), {c['rejects']:,} rejects - {self._verb('imported')}\n"
                 f"  {self.dataset.uri}\n"
-                f"  DuckDB: SELECT split, count(*) FROM task_{self.dataset.name} GROUP BY split;  "
+                f"  DuckDB: SELECT split, count(*) FROM {sql_name('task_' + self.dataset.name)} GROUP BY split;  "
                 f"SELECT * FROM rejects_{self.dataset.name};")
 
 
