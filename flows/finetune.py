@@ -48,7 +48,7 @@ class FinetuneParams(BaseModel):
                            "registry, with its evaluations, lineage and model card.")
     cluster: str | None = Field(default=None, description="Dask scheduler (tcp://host:8786) that runs the grid's "
                                 "cells, one Prefect task each, through prefect-dask's DaskTaskRunner; empty: "
-                                "$BERTPLAT_DASK_ADDRESS, else threads in this flow's process. Its workers need this "
+                                "$BERTPLAT_DASK_ADDRESS, else one at a time in this flow's process. Its workers need this "
                                 "data directory, PREFECT_API_URL and bertplat (see the README's Scaling out).")
 
 
@@ -188,10 +188,10 @@ def _dask_runner(address: str):
                                    "export it if the gate passes.")
 def finetune_flow(params: FinetuneParams) -> str:
     cells = grid_cells(params)
-    address = cluster_address(params.cluster)
     if len(cells) == 1:
         pairs = [(finetune_model(params.model, params.task, cells[0][0], cells[0][1], params.resume), cells[0][1])]
     else:  # a cell whose gate fails is a row of the table, not the end of the grid
+        address = cluster_address(params.cluster)
         run = run_grid if address is None else run_grid.with_options(task_runner=_dask_runner(address))
         outcomes = run(params.model, params.task, cells, params.resume)
         pairs = [(r, c) for r, (_, c) in zip(outcomes, cells) if isinstance(r, FinetuneResult)]

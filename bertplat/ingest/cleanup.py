@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bertplat.ingest.text import replace_in_rows, rows_containing
+from bertplat.ingest.text import replace_in_rows, replace_rows, rows_containing, rows_matching
 
 _ENTITY_RE = "&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});"
 _TAG = "</?[a-zA-Z][a-zA-Z0-9:-]*(?:\\s[^<>\\n]*)?/?>"
@@ -40,17 +39,10 @@ _DOUBLE_PUNCT_RE = "([,;:])(?:\\s*[,;:])+"
 
 def unescape_entities(arr: pa.StringArray) -> pa.StringArray:
     """HTML entities unescaped; only the texts that hold one pass through Python."""
-    candidates = np.flatnonzero(rows_containing(arr, "&"))
-    if not len(candidates):
-        return arr
-    has = np.asarray(pc.match_substring_regex(arr.take(pa.array(candidates)), pattern=_ENTITY_RE).fill_null(False))
-    rows = candidates[has]
+    rows = rows_matching(arr, _ENTITY_RE, "&")
     if not len(rows):
         return arr
-    values = [html.unescape(t) for t in arr.take(pa.array(rows)).to_pylist()]
-    mask = np.zeros(len(arr), dtype=bool)
-    mask[rows] = True
-    return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string()))
+    return replace_rows(arr, rows, [html.unescape(t) for t in arr.take(pa.array(rows)).to_pylist()])
 
 
 def clean_markup(arr: pa.StringArray, placeholder_token: str = "") -> pa.StringArray:

@@ -159,6 +159,16 @@ def rows_containing(arr: pa.StringArray, *literals: str) -> np.ndarray:
     return mask
 
 
+def rows_matching(arr: pa.StringArray, pattern: str, *literals: str) -> np.ndarray:
+    """The rows of the texts matching ``pattern``, every match of which holds one of ``literals``: the regex runs
+    on the texts that :func:`rows_containing` selects only."""
+    candidates = np.flatnonzero(rows_containing(arr, *literals))
+    if not len(candidates):
+        return candidates
+    has = np.asarray(pc.match_substring_regex(arr.take(pa.array(candidates)), pattern=pattern).fill_null(False))
+    return candidates[has]
+
+
 def value_offsets(arr: pa.StringArray) -> np.ndarray:
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1]
@@ -196,11 +206,7 @@ def _protect_nested_quotes(arr: pa.StringArray) -> tuple[pa.StringArray, np.ndar
     """Hide the stops inside quotations that hold a nested quotation (only the few texts that have
     one go through Python), so that such a quotation closes before its sentence ends. Returns the
     texts and the rows where stops may be hidden (for :func:`_unhide`)."""
-    candidates = np.flatnonzero(rows_containing(arr, *(o for o, *_ in _NESTED_PAIRS)))
-    if not len(candidates):
-        return arr, candidates
-    has = np.asarray(pc.match_substring_regex(arr.take(pa.array(candidates)), pattern=_NESTED_RE).fill_null(False))
-    rows = candidates[has]
+    rows = rows_matching(arr, _NESTED_RE, *(o for o, *_ in _NESTED_PAIRS))
     if not len(rows):
         return arr, rows
     nested = re.compile(_NESTED_RE)
@@ -215,17 +221,18 @@ def _protect_nested_quotes(arr: pa.StringArray) -> tuple[pa.StringArray, np.ndar
         return inner.translate(_HIDE) + body[len(inner):] + span[-1]
 
     values = [nested.sub(hide, t) for t in arr.take(pa.array(rows)).to_pylist()]
-    return _replace_rows(arr, rows, values), rows
+    return replace_rows(arr, rows, values), rows
 
 
 def _unhide(arr: pa.StringArray, rows: np.ndarray) -> pa.StringArray:
     """The stops that :func:`_protect_nested_quotes` hid in ``rows``, back."""
     if not len(rows):
         return arr
-    return _replace_rows(arr, rows, [t.translate(_UNHIDE) for t in arr.take(pa.array(rows)).to_pylist()])
+    return replace_rows(arr, rows, [t.translate(_UNHIDE) for t in arr.take(pa.array(rows)).to_pylist()])
 
 
-def _replace_rows(arr: pa.StringArray, rows: np.ndarray, values: list[str]) -> pa.StringArray:
+def replace_rows(arr: pa.StringArray, rows: np.ndarray, values: list[str]) -> pa.StringArray:
+    """``arr`` with the texts at ``rows`` replaced by ``values``."""
     mask = np.zeros(len(arr), dtype=bool)
     mask[rows] = True
     return pc.replace_with_mask(arr, pa.array(mask), pa.array(values, pa.string()))

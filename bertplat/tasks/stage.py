@@ -50,7 +50,7 @@ class TasksResult(StageResult):
                 f"({splits}), {c['rejects']:,} rejects - {self._verb('imported')}\n"
                 f"  {self.dataset.uri}\n"
                 f"  DuckDB: SELECT split, count(*) FROM {sql_name('task_' + self.dataset.name)} GROUP BY split;  "
-                f"SELECT * FROM rejects_{self.dataset.name};")
+                f"SELECT * FROM {sql_name('rejects_' + self.dataset.name)};")
 
 
 class InputFile(dict):
