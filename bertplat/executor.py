@@ -105,18 +105,24 @@ def _gather(executor: Any, fn: Callable, calls: Iterable[tuple], on_done: Callab
     return [results[i] for i in range(len(results))]
 
 
-def _run_on_dask(address: str, fn: Callable, calls: Iterable[tuple], initializer: Callable | None,
-                 initargs: tuple, on_done: Callable[[int, Any], None] | None, window: int | None) -> list:
+def connect(address: str):
+    """A ``distributed.Client`` of the scheduler at ``address``; a ClusterError saying what to do when it
+    cannot be reached or dask.distributed is missing."""
     try:
         from distributed import Client
     except ImportError as exc:   # pragma: no cover - the cluster extra is installed by setup
         raise ClusterError("a Dask cluster was named but dask.distributed is not installed: "
                            "pip install 'bertplat[cluster]'") from exc
     try:
-        client = Client(address, timeout="30s", set_as_default=False)
+        return Client(address, timeout="30s", set_as_default=False)
     except OSError as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
                            f"'dask scheduler', or fix the address (--cluster, the config's cluster, or {ADDRESS_ENV})") from exc
+
+
+def _run_on_dask(address: str, fn: Callable, calls: Iterable[tuple], initializer: Callable | None,
+                 initargs: tuple, on_done: Callable[[int, Any], None] | None, window: int | None) -> list:
+    client = connect(address)
     with client:
         # Client.get_executor speaks concurrent.futures; retries cover a task whose worker died
         return _gather(client.get_executor(pure=False, retries=2), _Initialised(fn, initializer, initargs), calls,

@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from bertplat.catalog import sql_name
-from bertplat.executor import ClusterError, cluster_address
+from bertplat.executor import ClusterError, cluster_address, connect
 from bertplat.finetune.config import FinetuneConfig
 from bertplat.finetune.stage import FinetuneResult, run_finetune
 from flows.common import (
@@ -181,6 +181,8 @@ def _dask_runner(address: str):
     except ImportError as exc:   # the cluster extra installs it
         raise ClusterError(f"a grid on the Dask cluster {address} needs prefect-dask: pip install "
                            f"'bertplat[cluster]'") from exc
+    with connect(address):   # an unreachable scheduler is a clear error before any cell starts
+        pass
     return DaskTaskRunner(address=address)
 
 

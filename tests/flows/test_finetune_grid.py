@@ -103,3 +103,18 @@ async def _assert_task_runs_completed(cells: list[str]) -> None:
             name=TaskRunFilterName(any_=[f"finetune-{c}" for c in cells])))
     assert sorted(r.name for r in runs) == sorted(f"finetune-{c}" for c in cells)
     assert all(r.state is not None and r.state.is_completed() for r in runs)
+
+
+def test_an_unreachable_scheduler_stops_the_grid_before_any_cell(data_dir, tiny_base, tmp_path):  # noqa: F811
+    import socket
+
+    from bertplat.executor import ClusterError
+
+    _, lake, catalog = context()
+    import_sentiment(tmp_path / "toy", lake, catalog)
+    with socket.socket() as s:   # a free port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        finetune_flow(grid_params(tiny_base, "nowhere", cluster=f"127.0.0.1:{port}"))
+    assert not (data_dir / "models" / "nowhere-lr0p005-e8-s42").exists()
