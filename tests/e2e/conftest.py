@@ -24,6 +24,20 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 SLICE_DOCS = 600  # documents of the packaged summaries the tiny runs ingest
 
 
+class RetryingClient(httpx.Client):
+    """Retries a 503 a few times, as Prefect's own client does: the server answers 503 while its SQLite
+    database is locked by another writer, which a loaded 2-core box makes happen (seen once in CI, on a PATCH)."""
+
+    def send(self, request: httpx.Request, **kwargs) -> httpx.Response:
+        for delay in (1, 2, 4, 8):
+            response = super().send(request, **kwargs)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(delay)
+        return super().send(request, **kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,7 +198,7 @@ def served(tmp_path_factory) -> Served:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     proc, _ = start_serve(tmp, data_dir, port)
-    client = httpx.Client(base_url=api, timeout=120.0)  # SQLite under a loaded CI box can stall a request past 30 s
+    client = RetryingClient(base_url=api, timeout=120.0)  # SQLite under a loaded CI box can stall a request past 30 s
     served = Served(proc=proc, log=tmp / "serve.log", logs_dir=tmp / "logs", api=api, data_dir=data_dir,
                     corpus=write_slice(tmp / "slice.json"), client=client)
     try:
