@@ -78,14 +78,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "eval_strategy='epoch', load_best_model_at_end); default: one evaluation after training")
     p.add_argument("--sst2-train", type=int, default=2000, help="SST-2 train examples, about (default 2000)")
     p.add_argument("--conll-train", type=int, default=1500, help="CoNLL-2003 train sentences, about (default 1500)")
-    p.add_argument("--mrpc-train", type=int, default=1000, help="table: MRPC train pairs, about (default 1000)")
-    p.add_argument("--cola-train", type=int, default=2000, help="table: CoLA train sentences, about (default 2000)")
+    p.add_argument("--mrpc-train", type=int, default=3668,
+                   help="table: MRPC train pairs, about (default 3668, all)")
+    p.add_argument("--cola-train", type=int, default=8551,
+                   help="table: CoLA train sentences, about (default 8551, all)")
     p.add_argument("--squad-train", type=float, default=0.1,
                    help="table: share of the SQuAD v1.1 dev set's questions (whole articles) to train on "
                         "(default 0.1); --squad-eval of them are evaluated on (default 0.1)")
     p.add_argument("--squad-eval", type=float, default=0.1, help="table: see --squad-train")
     p.add_argument("--squad-max-length", type=int, default=256,
                    help="table: SQuAD window length (default 256, stride 128; run_squad uses 384)")
+    p.add_argument("--table-tasks", nargs="+", choices=["mrpc", "cola", "squad11"], default=["mrpc", "cola", "squad11"],
+                   help="table: the tasks run (default all three)")
     p.add_argument("--table-seeds", type=int, nargs="+", default=[0], help="table: seeds (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, for both systems (default 1)")
     p.add_argument("--model", default=MODEL, help=f"the checkpoint fine-tuned (default {MODEL})")
@@ -343,14 +347,18 @@ def compare(args, lake, catalog, results: dict, model_dir: Path) -> None:
 
 
 TABLE = {
-    "mrpc": {"lr": 2e-5, "metric": "accuracy", "arg": "mrpc_train"},
-    "cola": {"lr": 2e-5, "metric": "matthews", "arg": "cola_train"},
+    # 2e-5 on 1,000 MRPC pairs / 2,000 CoLA sentences (the first table run, 2026-12-03) left both at the majority
+    # class after 93 / 192 steps (accuracy 68.4 = the share of paraphrases; MCC 0): the whole train sets at 5e-5
+    "mrpc": {"lr": 5e-5, "metric": "accuracy", "arg": "mrpc_train"},
+    "cola": {"lr": 5e-5, "metric": "matthews", "arg": "cola_train"},
     "squad11": {"lr": 3e-5, "metric": "squad_f1", "arg": None},
 }
 
 
 def table(args, lake, catalog, results: dict) -> None:
     for name, t in TABLE.items():
+        if name not in args.table_tasks:
+            continue
         if name == "squad11":
             split = (0.3, 0.3) if args.quick else (args.squad_train, args.squad_eval)
             task, counts = import_task(name, lake, catalog, limit=40 if args.quick else None, squad=split)
