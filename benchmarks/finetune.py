@@ -78,17 +78,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "eval_strategy='epoch', load_best_model_at_end); default: one evaluation after training")
     p.add_argument("--sst2-train", type=int, default=2000, help="SST-2 train examples, about (default 2000)")
     p.add_argument("--conll-train", type=int, default=1500, help="CoNLL-2003 train sentences, about (default 1500)")
-    p.add_argument("--mrpc-train", type=int, default=3668,
-                   help="table: MRPC train pairs, about (default 3668, all)")
-    p.add_argument("--cola-train", type=int, default=8551,
-                   help="table: CoLA train sentences, about (default 8551, all)")
+    p.add_argument("--mrpc-train", type=int, default=SIZES["mrpc"],
+                   help=f"table: MRPC train pairs, about (default {SIZES['mrpc']}, all)")
+    p.add_argument("--cola-train", type=int, default=SIZES["cola"],
+                   help=f"table: CoLA train sentences, about (default {SIZES['cola']}, all)")
     p.add_argument("--squad-train", type=float, default=0.1,
                    help="table: share of the SQuAD v1.1 dev set's questions (whole articles) to train on "
                         "(default 0.1); --squad-eval of them are evaluated on (default 0.1)")
     p.add_argument("--squad-eval", type=float, default=0.1, help="table: see --squad-train")
     p.add_argument("--squad-max-length", type=int, default=256,
                    help="table: SQuAD window length (default 256, stride 128; run_squad uses 384)")
-    p.add_argument("--table-tasks", nargs="+", choices=["mrpc", "cola", "squad11"], default=["mrpc", "cola", "squad11"],
+    p.add_argument("--table-tasks", nargs="+", choices=list(TABLE), default=list(TABLE),
                    help="table: the tasks run (default all three)")
     p.add_argument("--table-seeds", type=int, nargs="+", default=[0], help="table: seeds (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, for both systems (default 1)")
