@@ -46,16 +46,23 @@ def pooler_stats(model_dir: Path, texts: list[str]) -> dict[str, float]:
 def reinit_pooler(src: Path, dst: Path) -> None:
     from safetensors.torch import load_file, save_file
 
+    if not (src / "model.safetensors").is_file():
+        raise SystemExit(f"{src} holds no model.safetensors: pass a model directory in Hugging Face layout")
     weights = load_file(src / "model.safetensors")
     keys = [k for k in weights if k.endswith(("pooler.dense.weight", "pooler.dense.bias"))]
     if len(keys) != 2:
         raise SystemExit(f"{src / 'model.safetensors'} has no BERT pooler (pooler.dense.weight / .bias); found {keys}")
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+    if dst.exists():
+        raise SystemExit(f"{dst} exists; choose a new directory")
     g = torch.Generator().manual_seed(0)
     for k in keys:
         w = weights[k]
         weights[k] = torch.randn(w.shape, generator=g) * 0.02 if k.endswith("weight") else torch.zeros_like(w)
-    save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
+    tmp = dst.with_name(dst.name + ".partial")  # a copy that fails half-way never looks like a model directory
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+    tmp.rename(dst)
     print(f"pooler re-initialised: {dst}")
 
 
