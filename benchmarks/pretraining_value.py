@@ -1,6 +1,6 @@
 """Does our pretraining help? A model pretrained by bertplat against the same architecture from random init.
 
-    python -m benchmarks.pretraining_value --suite en      # tiny on English Wikipedia -> SST-2, CoNLL-2003
+    python -m benchmarks.pretraining_value --suite en      # mini on English Wikipedia -> SST-2, CoNLL-2003
     python -m benchmarks.pretraining_value --suite zh      # tiny on novels + zhwiki -> ChnSentiCorp, MSRA NER
     python -m benchmarks.pretraining_value --suite all     # both, one after the other
     python -m benchmarks.pretraining_value --suite en --quick   # a smoke run of the whole chain
@@ -104,7 +104,7 @@ QUICK_LIMIT = 120
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["en", "zh", "all"], default="all",
-                   help="en: tiny on English Wikipedia, SST-2 and CoNLL-2003; zh: tiny on the Chinese novels and "
+                   help="en: mini on English Wikipedia, SST-2 and CoNLL-2003; zh: tiny on the Chinese novels and "
                         "zhwiki, ChnSentiCorp and MSRA NER; all: both (default)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 corpus files, a tiny model for 30 steps, tasks cut to 120 records, 8 "
