@@ -56,16 +56,34 @@ def test_a_custom_run_from_the_deployment_form_completes_with_subflows_and_artif
     page.get_by_text("pipeline", exact=False).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "deployment.png"))
     page.goto(f"{ui}/deployments/deployment/{deployment['id']}/run", wait_until="networkidle")
-    page.get_by_role("button", name="Submit").wait_for(timeout=60_000)
+    submit = page.get_by_role("button", name="Submit")
+    submit.wait_for(timeout=60_000)
+    # the form is ready when it shows the deployment's defaults (the corpus path is the patched one) and the
+    # page has stopped loading: under a loaded CI machine a click before that was once lost
+    page.wait_for_function("path => [...document.querySelectorAll('input, textarea')].some(e => e.value === path)",
+                           arg=str(served.corpus), timeout=60_000)
+    page.wait_for_load_state("networkidle")
     page.screenshot(path=str(SHOTS / "custom-run-form.png"), full_page=True)
     before = set(run_ids(served, deployment["id"]))
-    page.get_by_role("button", name="Submit").click()
+    submit.click()
     # the UI then shows the deployment's runs (or the new run's page, depending on its version): the run the
-    # form created is the deployment's one new flow run
-    deadline = time.monotonic() + 60
+    # form created is the deployment's one new flow run. One more click only if, 30 s on, the page is still
+    # the form and the server has no new run (so no request can be in flight that would make a second run).
+    deadline, clicked_again = time.monotonic() + 120, False
     while not (new := set(run_ids(served, deployment["id"])) - before):
-        assert time.monotonic() < deadline, f"the form's Submit created no flow run; the page is at {page.url}"
+        if time.monotonic() > deadline:
+            alerts = page.locator('[role="alert"], .p-message, .p-toast').all_inner_texts()
+            raise AssertionError(f"the form's Submit created no flow run; the page is at {page.url}; "
+                                 f"messages on it: {alerts}")
+        if not clicked_again and time.monotonic() > deadline - 90 and page.url.rstrip("/").endswith("/run"):
+            page.wait_for_load_state("networkidle")
+            if not set(run_ids(served, deployment["id"])) - before:
+                submit.click()
+                clicked_again = True
         time.sleep(1.0)
+    time.sleep(2.0)
+    new = set(run_ids(served, deployment["id"])) - before
+    assert len(new) == 1, f"the form made {len(new)} flow runs, not one"
     (run_id,) = new
     run = served.wait(run_id, timeout=600)
     served.assert_completed(run)
