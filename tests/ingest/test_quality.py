@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bertplat.ingest.cleanup import clean_markup
 from bertplat.ingest.neardup import NearDedup, jaccard_estimate, signatures, sketch
@@ -242,3 +244,48 @@ def test_slicing_a_batch_changes_no_filter_decision_or_signature():
     sig, sets = sketch(arr, near)
     assert np.array_equal(np.concatenate([p[0] for p in parts]), sig)
     assert pa.concat_arrays([p[1] for p in parts]).to_pylist() == sets.to_pylist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=400))
+def test_hashed_counting_matches_a_plain_count(values):
+    from collections import Counter
+
+    from bertplat.ingest.quality import _occurrences, _repeats
+
+    keys = np.array(values, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    counts = Counter(keys.tolist())
+    assert _occurrences(keys).tolist() == [counts[k] for k in keys.tolist()]
+    seen: set = set()
+    expected = []
+    for k in keys.tolist():
+        expected.append(k in seen)
+        seen.add(k)
+    assert _repeats(keys).tolist() == expected
+
+
+def _gopher_shares(text: str, n: int) -> tuple[float, float]:
+    """Gopher's top and duplicate n-gram shares of one text, by brute force: (top, duplicate)."""
+    from collections import Counter
+
+    words = text.split()
+    total = max(sum(map(len, words)), 1)
+    grams = [tuple(w.lower() for w in words[i:i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    top = max((c * sum(map(len, g)) for g, c in counts.items() if c > 1), default=0)
+    covered = {j for i, g in enumerate(grams) if counts[g] > 1 for j in range(i, i + n)}
+    return top / total, sum(len(words[j]) for j in covered) / total
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "bb", "Bb", "ccc", "dddd", "e"]), max_size=60), min_size=1,
+                max_size=8), st.integers(2, 7))
+def test_ngram_shares_match_a_brute_force_count(docs, n):
+    texts = [" ".join(words) for words in docs]
+    arr = pa.array(texts)
+    top = {f.row: f.detail for f in measure_and_filter(arr, QualityFilters(max_top_ngram_share={n: 0.0}))}
+    dup = {f.row: f.detail for f in measure_and_filter(arr, QualityFilters(max_duplicate_ngram_share={n: 0.0}))}
+    for row, text in enumerate(texts):
+        want_top, want_dup = _gopher_shares(text, n)
+        assert top.get(row, "0 ").split()[0] == (f"{want_top:.4g}" if want_top > 0 else "0"), text
+        assert dup.get(row, "0 ").split()[0] == (f"{want_dup:.4g}" if want_dup > 0 else "0"), text
