@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertplat.allocator import retain_freed_memory
 from bertplat.embed.config import EmbedConfig
 from bertplat.embed.pooling import l2_normalize, pool_rows
 from bertplat.finetune.batching import plan_batches
@@ -156,6 +157,7 @@ class Encoder:
 
     @classmethod
     def from_config(cls, spec: ModelSpec, config: EmbedConfig) -> Encoder:
+        retain_freed_memory()  # activations reuse freed blocks instead of page-faulting (bertplat.allocator)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         if config.threads:

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from pydantic import BaseModel
 
+from bertplat.allocator import retain_freed_memory
 from bertplat.catalog import Catalog, sql_name
 from bertplat.finetune.config import FinetuneConfig
 from bertplat.finetune.data import SplitData, TaskData, baseline_metrics, build_split, decode_split
@@ -175,6 +176,7 @@ def run_finetune(base_model: str | Path, task: DatasetHandle, name: str, config:
     :class:`FinetuneInterrupted` after a SIGTERM/SIGINT checkpoint, :class:`GateError` when the gate fails
     (nothing exported, no predictions written)."""
     start = time.monotonic()
+    retain_freed_memory()  # activations reuse freed blocks instead of page-faulting (bertplat.allocator)
     check_name(name)
     progress = progress or NullProgress()
     base_dir = resolve_model(base_model, lake)  # a directory, or NAME[@FINGERPRINT] of an exported model

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from pydantic import BaseModel
 
+from bertplat.allocator import retain_freed_memory
 from bertplat.catalog import Catalog
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_json_atomic
 from bertplat.model import BertPretrainingModel, ModelConfig, export_hf, save_checkpoint
@@ -322,6 +323,7 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     the uniform stage signature; models are not datasets and are not indexed there.
     """
     start = time.monotonic()
+    retain_freed_memory()  # activations reuse freed blocks instead of page-faulting (bertplat.allocator)
     check_name(name)
     progress = progress or NullProgress()
     source = ExamplesSource.open(examples, lake)
