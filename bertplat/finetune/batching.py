@@ -3,7 +3,12 @@
 Sentence lengths in task data vary tenfold (SST-2: 3 to 60 tokens), so a fixed batch of padded 128-token
 rows wastes most of its compute. Here examples are sorted by length inside shuffled pools of
 ``pool_batches`` batches (the ``group_by_length`` idea of HF's Trainer, and the length bucketing of
-pretraining), and a batch takes examples until its padded size ``rows * longest`` would exceed
+pretraining). A pool holds at most 50 batches and at most a quarter of the data (HF's
+``LengthGroupedSampler`` rule), so a small train set still has four pools or more and a batch's
+neighbours change from epoch to epoch. With one pool over all of a small set, every epoch made nearly
+the same batches, each of one narrow length band (all the 2-token lines of CoNLL-2003 in one batch): on
+CoNLL-2003 with 1,508 train sentences that cost 1.2 to 5.2 points of entity F1 on every one of three
+seeds (benchmarks/RESULTS.md). A batch takes examples until its padded size ``rows * longest`` would exceed
 ``max_tokens`` (or it has ``max_batch_size`` rows). The model's unpadded path then skips the padding
 entirely; the budget keeps the memory of a batch bounded whatever its lengths.
 """
@@ -17,9 +22,10 @@ import torch
 
 
 def plan_batches(lengths: np.ndarray, max_batch_size: int, max_tokens: int | None = None,
-                 rng: np.random.Generator | None = None, pool_batches: int = 50) -> list[np.ndarray]:
+                 rng: np.random.Generator | None = None, pool_batches: int | None = None) -> list[np.ndarray]:
     """Row indices of each batch. ``rng`` given: training order (pools shuffled, lengths sorted inside a
-    pool, batches shuffled); ``rng`` None: evaluation order (all sorted by length, deterministic)."""
+    pool, batches shuffled); ``rng`` None: evaluation order (all sorted by length, deterministic).
+    ``pool_batches`` None: min(50, n // (4 * max_batch_size)), at least 1 (see the module docstring)."""
     lengths = np.asarray(lengths)
     n = len(lengths)
     if n == 0:
@@ -31,7 +37,9 @@ def plan_batches(lengths: np.ndarray, max_batch_size: int, max_tokens: int | Non
         pools = [np.argsort(-lengths, kind="stable")]
     else:
         order = rng.permutation(n)
-        size = max(1, max_batch_size * pool_batches)
+        if pool_batches is None:
+            pool_batches = min(50, n // (4 * max_batch_size))
+        size = max(1, max_batch_size * max(1, pool_batches))
         pools = [p[np.argsort(-lengths[p], kind="stable")] for p in np.array_split(order, max(1, -(-n // size)))]
     batches: list[np.ndarray] = []
     for pool in pools:

@@ -29,6 +29,20 @@ def test_sorted_batches_pad_less_than_random_ones():
     assert padded < 0.7 * naive
 
 
+def test_default_pools_hold_at_most_a_quarter_of_a_small_set_so_batches_change_between_epochs():
+    lengths = np.random.default_rng(0).integers(3, 60, size=1508)   # CoNLL-2003's 1,508-sentence sample
+    batches = [plan_batches(lengths, 32, rng=np.random.default_rng([0, epoch])) for epoch in range(2)]
+    # 1508 // (4 * 32) = 11 batches per pool: 5 pools of about 302 rows, each sorted on its own, so the
+    # length bands of the batches overlap (one pool over all rows gives disjoint bands)
+    spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches[0])
+    assert sum(lo < prev_hi for (lo, _), (_, prev_hi) in zip(spans[1:], spans)) > len(spans) // 2
+    same = {tuple(sorted(b.tolist())) for b in batches[0]} & {tuple(sorted(b.tolist())) for b in batches[1]}
+    assert len(same) <= 2, f"{len(same)} batches repeat exactly from one epoch to the next"
+    one_pool = [plan_batches(lengths, 32, rng=np.random.default_rng([0, e]), pool_batches=50) for e in range(2)]
+    spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in one_pool[0])
+    assert sum(lo < prev_hi for (lo, _), (_, prev_hi) in zip(spans[1:], spans)) == 0
+
+
 def test_evaluation_order_is_deterministic_and_longest_first():
     lengths = np.array([5, 9, 1, 9, 3])
     assert [b.tolist() for b in plan_batches(lengths, max_batch_size=2)] == [[1, 3], [0, 4], [2]]
