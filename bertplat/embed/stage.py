@@ -94,14 +94,15 @@ def run_embed(model: str | Path, source: DatasetHandle, name: str, config: Embed
 
     stats: dict = {"pooling": encoder.pooling, "normalized": encoder.normalize, "max_length": encoder.max_length,
                    "dim": encoder.dim, "device": str(encoder.device), "dtype": dtype, "quantize": config.quantize}
+    head = None   # int8: the sample's vectors, already embedded for the agreement check
     if config.quantize == "int8":
-        encoder, stats["int8"] = _int8_encoder(encoder, src, config)
+        encoder, stats["int8"], head = _int8_encoder(encoder, src, config)
     expected = count_rows(src, config)
     work = lake.data_dir / "work" / "embed" / f"{name}-{fp}"
     if cluster_address(config.cluster):
         shards, timing = _embed_shards_on_cluster(spec, src, config, work, expected, progress)
     else:
-        shards, timing = _embed_shards(encoder, src, config, work, expected, progress)
+        shards, timing = _embed_shards(encoder, src, config, work, expected, progress, head)
     report = check_embeddings(shards, expected, encoder.dim, encoder.normalize, config, dataset=f"{KIND}/{name}@{fp}")
     stats.update(rows=expected, **timing)
 
@@ -134,8 +135,11 @@ def run_embed(model: str | Path, source: DatasetHandle, name: str, config: Embed
 
 
 def _embed_shards(encoder: Encoder, src: SourceSpec, config: EmbedConfig, work: Path, expected: int,
-                  progress: Progress) -> tuple[list[Path], dict]:
-    """Every shard in ``work``, embedding only those a previous run did not finish."""
+                  progress: Progress, head: tuple[list[str], np.ndarray, float] | None = None
+                  ) -> tuple[list[Path], dict]:
+    """Every shard in ``work``, embedding only those a previous run did not finish. ``head``: (texts,
+    vectors, seconds) of the input's first texts, already embedded by this encoder, which the first shard
+    reuses instead of embedding them again."""
     work.mkdir(parents=True, exist_ok=True)
     shards, resumed, embedded, seconds, row = [], 0, 0, 0.0, 0
     with progress.task("embedding", total=expected, unit="rows") as bar:
@@ -145,7 +149,12 @@ def _embed_shards(encoder: Encoder, src: SourceSpec, config: EmbedConfig, work: 
                 resumed += 1
             else:
                 t0 = time.perf_counter()
-                vectors = encoder.encode(chunk.column("text").to_pylist())
+                texts = chunk.column("text").to_pylist()
+                if i == 0 and head is not None and texts[:len(head[0])] == head[0]:
+                    vectors = np.concatenate([head[1], encoder.encode(texts[len(head[0]):])])
+                    seconds += head[2]
+                else:
+                    vectors = encoder.encode(texts)
                 _write_shard(chunk, vectors, row, src, config, path)
                 seconds += time.perf_counter() - t0
                 embedded += len(chunk)
@@ -226,8 +235,10 @@ def _write_shard(chunk: pa.Table, vectors: np.ndarray, first_id: int, src: Sourc
     os.replace(tmp, path)
 
 
-def _int8_encoder(encoder: Encoder, src: SourceSpec, config: EmbedConfig) -> tuple[Encoder, dict]:
-    """The int8 encoder, after checking its agreement with float32 on the first ``int8_sample`` texts."""
+def _int8_encoder(encoder: Encoder, src: SourceSpec, config: EmbedConfig
+                  ) -> tuple[Encoder, dict, tuple[list[str], np.ndarray, float]]:
+    """The int8 encoder, after checking its agreement with float32 on the first ``int8_sample`` texts, and
+    (texts, int8 vectors, seconds) of that sample, which the first shard reuses."""
     if encoder.device.type != "cpu":
         raise ValueError("quantize=int8 is dynamic CPU quantisation; use device=cpu (on a GPU, bfloat16 is the fast path)")
     sample: list[str] = []
@@ -235,28 +246,29 @@ def _int8_encoder(encoder: Encoder, src: SourceSpec, config: EmbedConfig) -> tup
         sample = chunk.column("text").to_pylist()
         break
     quantized = encoder.with_backbone(quantize_int8(encoder.backbone, config.int8_scheme))
-    agreement = int8_agreement(encoder, quantized, sample)
+    agreement, vectors, seconds = int8_agreement(encoder, quantized, sample)
     if agreement["mean_cosine"] < config.int8_min_mean_cosine or agreement["min_cosine"] < config.int8_min_cosine:
         raise Int8Refused(
             f"int8 quantisation is refused for this model: on {agreement['sample']} texts its vectors have mean "
             f"cosine {agreement['mean_cosine']:.6f} (threshold {config.int8_min_mean_cosine}) and minimum "
             f"{agreement['min_cosine']:.6f} (threshold {config.int8_min_cosine}) to float32. Embed in float32 "
             "(quantize=none), or lower int8_min_mean_cosine / int8_min_cosine if that loss is acceptable")
-    return quantized, agreement
+    return quantized, agreement, (sample, vectors, seconds)
 
 
-def int8_agreement(fp32: Encoder, int8: Encoder, texts: list[str]) -> dict:
-    """Mean and minimum cosine between the two encoders' vectors of ``texts``, and the int8 speed-up."""
+def int8_agreement(fp32: Encoder, int8: Encoder, texts: list[str]) -> tuple[dict, np.ndarray, float]:
+    """Mean and minimum cosine between the two encoders' vectors of ``texts``, and the int8 speed-up;
+    then the int8 vectors and the seconds they took."""
     t0 = time.perf_counter()
     a = fp32.encode(texts)
     t1 = time.perf_counter()
     b = int8.encode(texts)
     t2 = time.perf_counter()
-    a, b = a.astype(np.float64), b.astype(np.float64)  # float32 rounds a mean of 0.99999 cosines to 1.0
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)  # float32 rounds a mean of 0.99999 cosines to 1.0
+    cos = (a64 * b64).sum(1) / np.maximum(np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1), 1e-12)
     return {"sample": len(texts), "mean_cosine": float(cos.mean()) if len(cos) else 1.0,
             "min_cosine": float(cos.min()) if len(cos) else 1.0,
-            "speedup_on_sample": (t1 - t0) / (t2 - t1) if t2 > t1 else None}
+            "speedup_on_sample": (t1 - t0) / (t2 - t1) if t2 > t1 else None}, b, t2 - t1
 
 
 def embeddings_manifest(handle: DatasetHandle) -> dict:

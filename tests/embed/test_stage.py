@@ -120,6 +120,26 @@ def test_int8_is_refused_below_the_agreement_threshold_and_reported_above_it(cor
     assert fp32.dataset.fingerprint != result.dataset.fingerprint
 
 
+
+def test_int8_reuses_the_agreement_sample_for_the_first_shard_and_matches_a_fresh_int8_encode(corpus_lake, tiny_model,
+                                                                                            monkeypatch):
+    from bertplat.embed.encoder import Encoder, read_model_spec
+
+    lake, catalog, corpus = corpus_lake
+    cfg = EmbedConfig(threads=1, quantize="int8", int8_sample=64, shard_rows=128, store_text=True,
+                      int8_min_mean_cosine=0.5, int8_min_cosine=0.0)
+    calls: list[int] = []
+    encode = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, texts: calls.append(len(texts)) or encode(self, texts))
+    result = run_embed(tiny_model, corpus, "int8_reuse", cfg, lake, catalog)
+    monkeypatch.undo()
+    # fp32 and int8 on the 64-text sample, then the first shard's other 64 rows, then the shards of 128 and 44
+    assert calls == [64, 64, 64, 128, 44]
+    table = pa.concat_tables(pq.read_table(f) for f in sorted(result.dataset.path.glob("part-*.parquet")))
+    want = Encoder.from_config(read_model_spec(Path(tiny_model)), cfg).encode(table.column("text").to_pylist())
+    got = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    assert np.allclose(got, want, atol=1e-5), "a reused or fresh int8 row differs from the int8 encoder's"
+
 RESUMABLE = """
 import sys
 from bertplat.embed import EmbedConfig, run_embed
