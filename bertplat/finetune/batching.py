@@ -40,7 +40,9 @@ def plan_batches(lengths: np.ndarray, max_batch_size: int, max_tokens: int | Non
         if pool_batches is None:
             pool_batches = min(50, n // (4 * max_batch_size))
         size = max(1, max_batch_size * max(1, pool_batches))
-        pools = [p[np.argsort(-lengths[p], kind="stable")] for p in np.array_split(order, max(1, -(-n // size)))]
+        # pools of exactly ``size`` rows (the last one shorter): without a token budget only the last batch
+        # of an epoch is short, and an epoch has ceil(n / max_batch_size) batches, as HF's sampler gives
+        pools = [p[np.argsort(-lengths[p], kind="stable")] for p in (order[i:i + size] for i in range(0, n, size))]
     batches: list[np.ndarray] = []
     for pool in pools:
         batches.extend(_pack(pool, lengths, max_batch_size, max_tokens))

@@ -32,8 +32,10 @@ def test_sorted_batches_pad_less_than_random_ones():
 def test_default_pools_hold_at_most_a_quarter_of_a_small_set_so_batches_change_between_epochs():
     lengths = np.random.default_rng(0).integers(3, 60, size=1508)   # CoNLL-2003's 1,508-sentence sample
     batches = [plan_batches(lengths, 32, rng=np.random.default_rng([0, epoch])) for epoch in range(2)]
-    # 1508 // (4 * 32) = 11 batches per pool: 5 pools of about 302 rows, each sorted on its own, so the
-    # length bands of the batches overlap (one pool over all rows gives disjoint bands)
+    # 1508 // (4 * 32) = 11 batches per pool: 4 pools of 352 rows and one of 100, each sorted on its own, so
+    # the length bands of the batches overlap (one pool over all rows gives disjoint bands); only the last
+    # batch of the last pool is short, so an epoch has ceil(1508 / 32) = 48 batches
+    assert len(batches[0]) == 48 and sorted(map(len, batches[0]))[1] == 32
     spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches[0])
     assert sum(lo < prev_hi for (lo, _), (_, prev_hi) in zip(spans[1:], spans)) > len(spans) // 2
     same = {tuple(sorted(b.tolist())) for b in batches[0]} & {tuple(sorted(b.tolist())) for b in batches[1]}
