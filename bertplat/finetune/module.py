@@ -109,14 +109,19 @@ class FinetuneModule(pl.LightningModule):
     """Fine-tuning of one task model; ``evaluate(outputs) -> metrics`` scores the dev split."""
 
     def __init__(self, model: TaskModel, cfg: FinetuneConfig, total_steps: int,
-                 evaluate: Callable[[dict[int, Any]], dict[str, float]] | None = None):
+                 evaluate: Callable[[dict[int, Any]], dict[str, float]] | None = None, monitor: str | None = None):
         super().__init__()
         self.model, self.cfg, self.total_steps, self.evaluate = model, cfg, total_steps, evaluate
+        self.monitor = monitor  # the logged metric the best checkpoint is chosen by (``dev/<metric>``)
         self.micro_batches = 0  # since the start of the run, across resumptions
         self.epoch_micro_batches = 0  # of the current epoch
         self._resume: tuple[int, int] | None = None  # (epoch, micro batches of it) of the checkpoint resumed
         self._val: dict[int, Any] = {}
         self._val_loss: list[float] = []
+        # global step -> dev outputs of the latest evaluation and of the best one so far, float32 runs only:
+        # the stage scores the best checkpoint with them instead of running dev through it again
+        self.dev_outputs: dict[int, dict[int, Any]] = {}
+        self._best: tuple[float, int] | None = None
 
     def resume_skip(self, epoch: int) -> int:
         return self._resume[1] if self._resume and self._resume[0] == epoch else 0
@@ -159,6 +164,18 @@ class FinetuneModule(pl.LightningModule):
         if self._val_loss:
             metrics["dev/loss"] = sum(self._val_loss) / max(1, len(self._val))
         self.log_dict(metrics, prog_bar=False)
+        self.keep_dev_outputs(metrics.get(self.monitor))
+
+    def keep_dev_outputs(self, score: float | None) -> None:
+        """Keep this evaluation's outputs if its checkpoint may end up the best (the latest one, and the best
+        score so far); half-precision runs keep none, since the final scoring runs in float32."""
+        if self.monitor is None or score is None or str(self.trainer.precision) not in ("32-true", "32"):
+            return
+        step = int(self.trainer.global_step)
+        keep = {step} | ({self._best[1]} if self._best else set())
+        if self._best is None or score > self._best[0]:  # strictly better, as ModelCheckpoint(mode="max")
+            self._best = (score, step)
+        self.dev_outputs = {k: v for k, v in {**self.dev_outputs, step: self._val}.items() if k in keep}
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

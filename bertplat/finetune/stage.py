@@ -208,15 +208,18 @@ def run_finetune(base_model: str | Path, task: DatasetHandle, name: str, config:
     ckpt, status = prepare_run_dir(run_dir, config, resume)
     write_json_atomic(run_dir / "run.json", {"name": name, "fingerprint": fp, "task": task.ref(),
                                              "base_model": str(base_dir)})
-    resumed = None
+    resumed, dev_outputs = None, {}
     if status == "train":
-        resumed = _fit(imported, data, train, dev, config, run_dir, metric, name, progress, ckpt, callbacks or [])
+        resumed, dev_outputs = _fit(imported, data, train, dev, config, run_dir, metric, name, progress, ckpt,
+                                    callbacks or [])
     return finish(name, fp, run_dir, base_dir, tok_dir, imported, data, train, dev, config, metric, lake, catalog,
-                  progress, resumed, start)
+                  progress, resumed, start, dev_outputs)
 
 
 def _fit(imported: TaskImport, data: TaskData, train: SplitData, dev: SplitData, cfg: FinetuneConfig, run_dir: Path,
-         metric: str, name: str, progress: Progress, ckpt: Path | None, callbacks: list) -> int | None:
+         metric: str, name: str, progress: Progress, ckpt: Path | None,
+         callbacks: list) -> tuple[int | None, dict[int, dict[int, Any]]]:
+    """Train -> (the step resumed from, the dev outputs the module kept by global step)."""
     total = total_steps_for(train, cfg)
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
     model = imported.model
@@ -224,7 +227,7 @@ def _fit(imported: TaskImport, data: TaskData, train: SplitData, dev: SplitData,
     def evaluate(outputs: dict[int, Any]) -> dict[str, float]:
         return decode_split(data, dev, outputs, max_answer_length=cfg.max_answer_length, n_best=cfg.n_best).metrics
 
-    module = FinetuneModule(model.train(), cfg, total, evaluate)
+    module = FinetuneModule(model.train(), cfg, total, evaluate, monitor=f"dev/{metric}")
     trainer = build_trainer(cfg, run_dir, f"dev/{metric}", total,
                             [StepProgress(progress, f"fine-tuning {name}", total), *callbacks])
     resumed = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]) if ckpt else None
@@ -238,21 +241,25 @@ def _fit(imported: TaskImport, data: TaskData, train: SplitData, dev: SplitData,
     if not (run_dir / "checkpoints" / "best.ckpt").is_file():
         raise ValueError(f"fine-tuning {name} ended without a dev evaluation (no best.ckpt in {run_dir}); train "
                          "for at least one epoch or set eval_every_n_steps below the total steps")
-    return resumed
+    return resumed, module.dev_outputs
 
 
-def load_best(imported: TaskImport, run_dir: Path) -> torch.nn.Module:
-    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+def load_best(imported: TaskImport, run_dir: Path) -> tuple[torch.nn.Module, int]:
+    """The best checkpoint's model (eval mode) and its global step."""
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    state = ckpt["state_dict"]
     model = imported.model
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.eval()
+    return model.eval(), int(ckpt["global_step"])
 
 
 def finish(name: str, fp: str, run_dir: Path, base_dir: Path, tok_dir: Path, imported: TaskImport, data: TaskData,
            train: SplitData, dev: SplitData, cfg: FinetuneConfig, metric: str, lake: Lake, catalog: Catalog | None,
-           progress: Progress, resumed: int | None, start: float) -> FinetuneResult:
-    """Score the best checkpoint on every split, gate, then export and write the predictions."""
-    model = load_best(imported, run_dir)
+           progress: Progress, resumed: int | None, start: float,
+           dev_outputs: dict[int, dict[int, Any]] | None = None) -> FinetuneResult:
+    """Score the best checkpoint on every split, gate, then export and write the predictions. ``dev_outputs``
+    (global step -> dev outputs of that step's evaluation) spares the dev pass when the best step is there."""
+    model, best_step = load_best(imported, run_dir)
     tok = load_tokenizer(tok_dir)
     decoded, threshold = {}, None
     splits = [dev.name] + [s for s in data.splits if s != dev.name and (cfg.score_splits is None
@@ -260,7 +267,8 @@ def finish(name: str, fp: str, run_dir: Path, base_dir: Path, tok_dir: Path, imp
     with progress.task("scoring splits", total=len(splits), unit="splits") as bar:
         for s in splits:
             split = dev if s == dev.name else train if s == train.name else build_split(data, s, tok, cfg)
-            outputs = predict_split(model, split, cfg)
+            kept = (dev_outputs or {}).get(best_step) if s == dev.name else None
+            outputs = kept if kept is not None else predict_split(model, split, cfg)
             decoded[s] = decode_split(data, split, outputs, null_threshold=threshold,
                                       max_answer_length=cfg.max_answer_length, n_best=cfg.n_best)
             if s == dev.name:

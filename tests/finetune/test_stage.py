@@ -10,8 +10,9 @@ import lightning.pytorch as pl
 import pytest
 from safetensors.torch import load_file
 
+from bertplat.finetune import stage
 from bertplat.finetune.config import FinetuneConfig
-from bertplat.finetune.evaluate import run_evaluate
+from bertplat.finetune.evaluate import predict_split, run_evaluate
 from bertplat.finetune.stage import FinetuneInterrupted, run_finetune
 from bertplat.lake import Lake
 from bertplat.validation import GateError
@@ -61,12 +62,23 @@ def test_gate_floor_too_high_refuses_and_exports_nothing(tmp_path, tiny_base, la
 
 
 @pytest.mark.parametrize("kind", ["pairs", "regression", "ner", "qa"])
-def test_every_task_type_fine_tunes_end_to_end(kind, tmp_path, tiny_base, lake, catalog):
+def test_every_task_type_fine_tunes_end_to_end(kind, tmp_path, tiny_base, lake, catalog, monkeypatch):
     importer = {"pairs": import_pairs, "regression": import_regression, "ner": import_ner, "qa": import_qa}[kind]
     task = importer(tmp_path / kind, lake, catalog)
     cfg = FinetuneConfig(epochs=2, lr=5e-3, require_beats_baseline=False, min_dev_metric=-1.0, **FAST)
+    predicted = []
+
+    def spy(model, split, cfg, device=None):
+        predicted.append(split.name)
+        return predict_split(model, split, cfg, device)
+
+    monkeypatch.setattr(stage, "predict_split", spy)
     r = run_finetune(tiny_base, task, kind, cfg, lake, catalog)
     assert r.report.passed and (r.model_dir / "model.safetensors").is_file()
+    # dev is scored with the outputs of the best checkpoint's own evaluation, not run through it again...
+    assert "validation" not in predicted and "train" in predicted
+    # ...and those give exactly what a fresh pass over the exported model gives
+    assert run_evaluate(r.model_dir, task, "validation", lake, catalog).metrics == r.metrics["validation"]
     expected = {"pairs": {"accuracy", "f1"}, "regression": {"pearson", "spearman"},
                 "ner": {"entity_precision", "entity_recall", "entity_f1"}, "qa": {"exact_match", "squad_f1"}}[kind]
     assert set(r.metrics["validation"]) == expected
