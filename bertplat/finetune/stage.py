@@ -227,8 +227,9 @@ def _fit(imported: TaskImport, data: TaskData, train: SplitData, dev: SplitData,
     def evaluate(outputs: dict[int, Any]) -> dict[str, float]:
         return decode_split(data, dev, outputs, max_answer_length=cfg.max_answer_length, n_best=cfg.n_best).metrics
 
-    module = FinetuneModule(model.train(), cfg, total, evaluate, monitor=f"dev/{metric}")
-    trainer = build_trainer(cfg, run_dir, f"dev/{metric}", total,
+    monitor = f"dev/{metric}"  # what the best checkpoint is chosen by, and the module keeps dev outputs by
+    module = FinetuneModule(model.train(), cfg, total, evaluate, monitor=monitor)
+    trainer = build_trainer(cfg, run_dir, monitor, total,
                             [StepProgress(progress, f"fine-tuning {name}", total), *callbacks])
     resumed = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]) if ckpt else None
     trainer.fit(module, train_dataloaders=TrainBatches(train, cfg, module), val_dataloaders=EvalBatches(dev, cfg),
