@@ -1,7 +1,8 @@
 """run_vocab: a corpus dataset in, a validated WordPiece vocabulary dataset out.
 
 Training streams the corpus's ``text`` column row group by row group into HF tokenizers'
-``train_from_iterator`` (no text dump on disk). A stable slice of documents (chosen by doc_id) is
+``train_from_iterator`` (no text dump on disk), after a first pass that counts the characters: the
+alphabet planned from those counts makes the trained vocabulary the same in every run. A stable slice of documents (chosen by doc_id) is
 held out of training; the gate measures the unknown-token rate, fertility and whole-word coverage
 on it.
 """
@@ -27,15 +28,17 @@ from bertplat.validation import GateError, GateReport
 from bertplat.vocab.config import SPECIAL_TOKENS, VocabConfig
 from bertplat.vocab.tokenizer import (
     CONTINUATION_PREFIX,
+    CharacterCounts,
     VocabInfo,
     finish_tokenizer,
     new_tokenizer,
     new_trainer,
+    plan_alphabet,
     save_tokenizer_dir,
 )
 
 KIND = "vocab"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the alphabet is planned before training, so a corpus and config give one vocabulary
 TOKENS_SCHEMA = pa.schema([
     pa.field("id", pa.int32(), nullable=False),
     pa.field("token", pa.string(), nullable=False),
@@ -114,9 +117,14 @@ def run_vocab(corpus: DatasetHandle, name: str, config: VocabConfig, lake: Lake,
     heldout: list[str] = []
     tok = new_tokenizer(config)
     total_chars = int(corpus_manifest["counts"].get("characters", 0))
+    counts = CharacterCounts(tok)
+    with progress.task("counting characters", total=total_chars or None, unit="B") as bar:
+        for texts in iter_corpus_texts(corpus, config.heldout_fraction, [], 0, bar.advance):
+            counts.add(texts)
+    alphabet = plan_alphabet(counts, config.limit_alphabet)
     with progress.task("training WordPiece", total=total_chars or None, unit="B") as bar:
         texts = iter_corpus_texts(corpus, config.heldout_fraction, heldout, config.heldout_max_docs, bar.advance)
-        tok.train_from_iterator(texts, trainer=new_trainer(config))
+        tok.train_from_iterator(texts, trainer=new_trainer(config, alphabet))
     learned = tok.get_vocab_size(with_added_tokens=True)
     tok = finish_tokenizer(tok, config)
     info = VocabInfo.from_tokenizer(tok)

@@ -32,20 +32,123 @@ def new_tokenizer(cfg: VocabConfig) -> Tokenizer:
     return tok
 
 
-def new_trainer(cfg: VocabConfig) -> trainers.WordPieceTrainer:
+@dataclass(frozen=True)
+class Alphabet:
+    """The characters a WordPiece vocabulary starts from, fixed before training (see `plan_alphabet`)."""
+
+    chars: list[str]          # the initial alphabet, code-point order
+    continuations: list[str]  # those that also occur inside a word, so get a '##' form
+
+
+def new_trainer(cfg: VocabConfig, alphabet: Alphabet | None = None) -> trainers.WordPieceTrainer:
+    """HF's WordPiece trainer; with an ``alphabet``, one that gives the same vocabulary in every run.
+
+    HF's trainer numbers the ``##`` characters in hash-map order (random per process) and breaks ties
+    between equal-count merges by those numbers, and it cuts the alphabet at ``limit_alphabet`` with an
+    unstable sort, so the same corpus gives different tokens from run to run (huggingface/tokenizers
+    #1794; 22-34 of 4,000 tokens differed on 3,000 demo documents). Passing the alphabet as the
+    initial one and its ``##`` forms as leading special tokens gives every character a fixed number
+    before training starts; the ``##`` tokens are the same ones the trainer would add, so the size
+    budget is unchanged.
+    """
+    special = list(SPECIAL_TOKENS)
+    options: dict = {"limit_alphabet": cfg.limit_alphabet}
+    if alphabet is not None:
+        special += [CONTINUATION_PREFIX + c for c in alphabet.continuations]
+        # The initial alphabet outranks every counted character, so a limit of its size keeps exactly it.
+        options = {"initial_alphabet": alphabet.chars,
+                   "limit_alphabet": len(alphabet.chars) if cfg.limit_alphabet else None}
+    options = {k: v for k, v in options.items() if v is not None}  # the trainer takes no None: no limit
     return trainers.WordPieceTrainer(vocab_size=cfg.target_size(), min_frequency=cfg.min_frequency,
-                                     limit_alphabet=cfg.limit_alphabet, special_tokens=list(SPECIAL_TOKENS),
-                                     continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=False)
+                                     special_tokens=special, continuing_subword_prefix=CONTINUATION_PREFIX,
+                                     show_progress=False, **options)
+
+
+class CharacterCounts:
+    """Counts of raw code points over the training texts, and of those that follow a word character.
+
+    Counting the raw text is a bincount (about 80M characters/s); BERT's normaliser runs on each
+    distinct character afterwards, in `plan_alphabet`, because normalising the text itself would cost
+    as much as the training's own pass.
+    """
+
+    SIZE = 0x110000
+
+    def __init__(self, tok: Tokenizer):
+        self._tok = tok
+        self.total = np.zeros(self.SIZE, np.int64)
+        self.inside = np.zeros(self.SIZE, np.int64)  # times the character follows a word character
+        self._seen = np.zeros(self.SIZE, bool)
+        self.joins = np.zeros(self.SIZE, bool)  # does not split a word: a letter, or a character normalised away
+        self.normalised: dict[int, str] = {}
+
+    def add(self, texts: list[str]) -> None:
+        if not texts:
+            return
+        cps = np.frombuffer("\n".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        counts = np.bincount(cps, minlength=self.SIZE)
+        for cp in np.flatnonzero((counts > 0) & ~self._seen).tolist():
+            self._classify(cp)
+        self.total += counts
+        joins = self.joins[cps]
+        self.inside += np.bincount(cps[1:][joins[1:] & joins[:-1]], minlength=self.SIZE)
+
+    def _classify(self, cp: int) -> None:
+        self._seen[cp] = True
+        norm = self._tok.normalizer.normalize_str(chr(cp))
+        self.normalised[cp] = norm
+        self.joins[cp] = not norm or all(_is_word_char(self._tok, c) for c in norm)
+
+
+def _is_word_char(tok: Tokenizer, c: str) -> bool:
+    """Neither whitespace nor punctuation to BERT's pre-tokeniser: it can sit inside a word."""
+    return len(tok.pre_tokenizer.pre_tokenize_str(f"a{c}a")) == 1
+
+
+def plan_alphabet(counts: CharacterCounts, limit: int | None) -> Alphabet:
+    """The normalised characters of the corpus, the ``limit`` most frequent (ties by code point) when
+    there are more, and the ones among them that occur after another character of the same word."""
+    total: dict[str, int] = {}
+    inside: set[str] = set()
+    for cp, norm in counts.normalised.items():
+        n = int(counts.total[cp])
+        chars = [c for c in norm if not c.isspace()]
+        for c in chars:
+            total[c] = total.get(c, 0) + n
+        if counts.joins[cp] and chars:
+            inside.update(chars[1:])  # a character normalised into several stays one word (Hangul jamo)
+            if counts.inside[cp]:
+                inside.add(chars[0])
+    ranked = sorted(total, key=lambda c: (-total[c], c))
+    chars = sorted(ranked[:limit] if limit else ranked)
+    return Alphabet(chars=chars, continuations=[c for c in chars if c in inside])
 
 
 def finish_tokenizer(tok: Tokenizer, cfg: VocabConfig) -> Tokenizer:
-    """Pad the vocabulary to its target size with [unusedN] tokens and add the pair template."""
+    """Give the trained tokens their canonical ids, pad the vocabulary to its target size with
+    [unusedN] tokens and add the pair template."""
     vocab = tok.get_vocab()
-    missing = cfg.target_size() - len(vocab)
-    if missing <= 0:
-        return _add_post_processor(tok)
-    ordered = sorted(vocab, key=vocab.__getitem__) + [f"[unused{i}]" for i in range(missing)]
-    return tokenizer_from_vocab(ordered, cfg)
+    missing = max(0, cfg.target_size() - len(vocab))
+    return tokenizer_from_vocab(canonical_order(vocab) + [f"[unused{i}]" for i in range(missing)], cfg)
+
+
+def canonical_order(vocab: dict[str, int]) -> list[str]:
+    """The special tokens, the single characters, their ``##`` forms (each group in code-point order),
+    then the learned tokens in the order the trainer merged them (the most frequent pairs first).
+
+    With an alphabet planned before training (`plan_alphabet`), every id is the same from run to run;
+    without one the characters are still numbered by their code point here, whatever order the
+    trainer gave them.
+    """
+    def group(token: str) -> int:
+        if token in SPECIAL_TOKENS:
+            return 0
+        piece = token.removeprefix(CONTINUATION_PREFIX)
+        if len(piece) != 1:
+            return 3
+        return 2 if token.startswith(CONTINUATION_PREFIX) else 1
+
+    return sorted(vocab, key=lambda t: (group(t), t if group(t) in (1, 2) else "", vocab[t]))
 
 
 def tokenizer_from_vocab(tokens: list[str], cfg: VocabConfig) -> Tokenizer:
