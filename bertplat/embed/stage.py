@@ -32,6 +32,7 @@ from bertplat.embed.source import SourceSpec, count_rows, iter_chunks
 from bertplat.executor import cluster_address, run_tasks
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, read_manifest
 from bertplat.progress import NullProgress, Progress
+from bertplat.registry.refs import resolve_model
 from bertplat.stages import StageResult, catalog_status, find_existing
 from bertplat.validation import GateError, GateReport
 
@@ -72,11 +73,9 @@ def run_embed(model: str | Path, source: DatasetHandle, name: str, config: Embed
               catalog: Catalog | None = None, progress: Progress | None = None) -> EmbedResult:
     """Embed ``source`` with ``model`` as the embeddings dataset ``name``.
 
-    ``model`` is resolved by `bertplat.finetune.evaluate.resolve_model`, as fine-tuning and evaluation
+    ``model`` is resolved by `bertplat.registry.refs.resolve_model`, as fine-tuning and evaluation
     resolve theirs: a model directory, ``package:PACKAGE/DIR``, or a model reference NAME[@FINGERPRINT]
     (an export under <data_dir>/models, or a registry reference once the registry resolves there)."""
-    from bertplat.finetune.evaluate import resolve_model  # lazily: it imports the fine-tuning machinery
-
     progress = progress or NullProgress()
     start = time.monotonic()
     check_name(name)

@@ -30,8 +30,8 @@ from bertplat.finetune.module import eval_batches, row_outputs, split_inputs
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, sha256_file
 from bertplat.model.convert_heads import import_task_hf
 from bertplat.model.hf_dir import TOKENIZER_FILES, read_hf_config
-from bertplat.paths import resolve_package_path
 from bertplat.progress import NullProgress, Progress
+from bertplat.registry.refs import resolve_model
 
 MANIFEST = "_manifest.json"
 WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -119,34 +119,6 @@ def model_lineage(model_dir: Path, task: DatasetHandle) -> list[dict[str, Any]]:
     parents.append(base)
     parents.extend(p for p in m.get("parents", []) if p not in parents)
     return parents
-
-
-def resolve_model(ref: str | Path, lake: Lake, catalog: Catalog | None = None) -> Path:
-    """A model directory (``package:PACKAGE/DIR`` inside an installed package too), a registry reference
-    (``name@production``, ``name@v3``, ``name@<version id>``, ``name``: its newest registered version), or
-    NAME / NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
-    from bertplat.registry import resolve_reference
-
-    path = Path(resolve_package_path(str(ref)))
-    if path.is_dir():
-        return path
-    catalog = catalog or Catalog(lake.data_dir / "catalog.duckdb", lake)
-    registered = resolve_reference(str(ref), lake, catalog)
-    if registered is not None:
-        return registered
-    name, _, fp = str(ref).partition("@")
-    base = lake.data_dir / "models" / name
-    if fp:
-        if lake.fetch(base / fp):  # on an object store: from the bucket
-            return base / fp
-    elif (newest := lake.fetch_newest(base)) is not None:
-        return newest
-    elif base.is_dir():
-        found = sorted((d for d in base.iterdir() if (d / MANIFEST).is_file()), key=lambda d: (d / MANIFEST).stat().st_mtime)
-        if found:
-            return found[-1]
-    raise ValueError(f"{ref} is neither a model directory, a registered model (bertplat models list) nor a model "
-                     f"NAME[@FINGERPRINT] under {lake.data_dir / 'models'}")
 
 
 # ---- inference --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from bertplat.catalog import Catalog
 from bertplat.lake import Lake, check_name
-from bertplat.paths import PACKAGE_PREFIX
+from bertplat.paths import PACKAGE_PREFIX, resolve_package_path
 
 NUMBER_RE = re.compile(r"v([0-9]+)")
 VERSION_ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -130,3 +130,30 @@ def resolve_reference(ref: str, lake: Lake, catalog: Catalog) -> Path | None:
         raise FileNotFoundError(f"{version.label} ({version.version_id}) is registered at {version.path}, which is "
                                 "gone; `bertplat models verify` lists every version whose files changed")
     return version.path
+
+
+def resolve_model(ref: str | Path, lake: Lake, catalog: Catalog | None = None) -> Path:
+    """A model directory (``package:PACKAGE/DIR`` inside an installed package too), a registry reference
+    (``name@production``, ``name@v3``, ``name@<version id>``, ``name``: its newest registered version), or
+    NAME / NAME@FINGERPRINT under <data_dir>/models (newest export for NAME)."""
+    path = Path(resolve_package_path(str(ref)))
+    if path.is_dir():
+        return path
+    catalog = catalog or Catalog(lake.data_dir / "catalog.duckdb", lake)
+    registered = resolve_reference(str(ref), lake, catalog)
+    if registered is not None:
+        return registered
+    name, _, fp = str(ref).partition("@")
+    base = lake.data_dir / "models" / name
+    if fp:
+        if lake.fetch(base / fp):  # on an object store: from the bucket
+            return base / fp
+    elif (newest := lake.fetch_newest(base)) is not None:
+        return newest
+    elif base.is_dir():
+        found = sorted((d for d in base.iterdir() if (d / "_manifest.json").is_file()),
+                       key=lambda d: (d / "_manifest.json").stat().st_mtime)
+        if found:
+            return found[-1]
+    raise ValueError(f"{ref} is neither a model directory, a registered model (bertplat models list) nor a model "
+                     f"NAME[@FINGERPRINT] under {lake.data_dir / 'models'}")
