@@ -45,8 +45,8 @@ class EmbedConfig(StageConfig):
         "(default: half a window).")
     max_tokens: int | None = Field(
         default=None, ge=512, description="Padded tokens per batch (rows x longest row): bounds memory whatever "
-        "the lengths. Batches are sorted by length. Default: 1024 on CPU (512 with int8), where a batch's activations "
-        "then stay in cache (16,384 ran 12% slower in float32 and 25% slower in int8 on SST-2), 16384 on a GPU.")
+        "the lengths. Batches are sorted by length. Default: 1024 on CPU, where a batch's activations then stay in "
+        "cache (16,384 ran 12% slower in float32 and 25% slower in int8 on SST-2), 16384 on a GPU.")
     max_batch_size: int = Field(default=512, ge=1, description="At most this many sequences per batch.")
     shard_rows: int = Field(default=16384, ge=16, description="Rows per Parquet shard; a killed run resumes at "
                             "the first unfinished shard.")

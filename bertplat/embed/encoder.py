@@ -172,8 +172,7 @@ class Encoder:
         max_length = config.max_length or spec.max_seq_length or backbone.config.max_position_embeddings
         return cls(backbone, load_tokenizer(spec.weights_dir), resolve_pooling(config, spec),
                    resolve_normalize(config, spec), max_length, device, dtype, config.long_texts,
-                   config.window_stride, config.max_tokens or default_max_tokens(device, config.quantize),
-                   config.max_batch_size)
+                   config.window_stride, config.max_tokens or default_max_tokens(device), config.max_batch_size)
 
     def with_backbone(self, backbone: nn.Module) -> Encoder:
         other = copy.copy(self)
@@ -238,19 +237,16 @@ class Encoder:
         return pool_rows(hidden, indices // T, lengths_t, self.pooling)
 
 
-def default_max_tokens(device: torch.device, quantize: str = "none") -> int:
+def default_max_tokens(device: torch.device) -> int:
     """The token budget per batch when the config gives none.
 
     A GPU wants large batches. On a CPU the activations of a 16,384-token batch of MiniLM (25M floats
     after the FFN's first layer) miss the caches, and the elementwise ops between the matrix products
     then run at memory speed: GELU cost 4x more per element than in sentence-transformers' batches of
-    32. In float32, 1,024 tokens was the fastest of 512-16,384 on SST-2 sentences and no slower on
-    256-token Wikipedia paragraphs; int8, whose every Linear adds quantise and rescale passes over
-    its activations, ran fastest at 512 on both (benchmarks/RESULTS.md).
+    32. 1,024 tokens was the fastest of 512-16,384 on SST-2 sentences and no slower on 256-token
+    Wikipedia paragraphs (benchmarks/RESULTS.md).
     """
-    if device.type == "cuda":
-        return 16384
-    return 512 if quantize == "int8" else 1024
+    return 16384 if device.type == "cuda" else 1024
 
 
 def resolve_device(device: str) -> torch.device:

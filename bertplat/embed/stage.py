@@ -25,14 +25,7 @@ import pyarrow.parquet as pq
 
 from bertplat.catalog import Catalog
 from bertplat.embed.config import EmbedConfig
-from bertplat.embed.encoder import (
-    Encoder,
-    ModelSpec,
-    default_max_tokens,
-    model_fingerprint,
-    quantize_int8,
-    read_model_spec,
-)
+from bertplat.embed.encoder import Encoder, ModelSpec, model_fingerprint, quantize_int8, read_model_spec
 from bertplat.embed.gate import check_embeddings
 from bertplat.embed.report import plot_pca
 from bertplat.embed.source import SourceSpec, count_rows, iter_chunks
@@ -252,8 +245,6 @@ def _int8_encoder(encoder: Encoder, src: SourceSpec, config: EmbedConfig
         sample = chunk.column("text").to_pylist()
         break
     quantized = encoder.with_backbone(quantize_int8(encoder.backbone, config.int8_scheme))
-    if config.max_tokens is None:  # int8's own default budget (the fp32 encoder above was built with fp32's)
-        quantized.max_tokens = max(default_max_tokens(encoder.device, "int8"), encoder.max_length)
     agreement, vectors, seconds = int8_agreement(encoder, quantized, sample)
     if agreement["mean_cosine"] < config.int8_min_mean_cosine or agreement["min_cosine"] < config.int8_min_cosine:
         raise Int8Refused(
