@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bertplat.catalog import Catalog
-from bertplat.lake import Lake, check_name
+from bertplat.lake import MANIFEST, Lake, check_name
 from bertplat.paths import PACKAGE_PREFIX, resolve_package_path
 
 NUMBER_RE = re.compile(r"v([0-9]+)")
@@ -151,8 +151,7 @@ def resolve_model(ref: str | Path, lake: Lake, catalog: Catalog | None = None) -
     elif (newest := lake.fetch_newest(base)) is not None:
         return newest
     elif base.is_dir():
-        found = sorted((d for d in base.iterdir() if (d / "_manifest.json").is_file()),
-                       key=lambda d: (d / "_manifest.json").stat().st_mtime)
+        found = sorted((d for d in base.iterdir() if (d / MANIFEST).is_file()), key=lambda d: (d / MANIFEST).stat().st_mtime)
         if found:
             return found[-1]
     raise ValueError(f"{ref} is neither a model directory, a registered model (bertplat models list) nor a model "

@@ -2,9 +2,9 @@
 
 Training streams the corpus's ``text`` column row group by row group into HF tokenizers'
 ``train_from_iterator`` (no text dump on disk), after a first pass that counts the characters: the
-alphabet planned from those counts makes the trained vocabulary the same in every run. A stable slice of documents (chosen by doc_id) is
-held out of training; the gate measures the unknown-token rate, fertility and whole-word coverage
-on it.
+alphabet planned from those counts makes the trained vocabulary the same in every run. A stable
+slice of documents (chosen by doc_id) is held out of training; the gate measures the unknown-token
+rate, fertility and whole-word coverage on it.
 """
 
 from __future__ import annotations

@@ -51,14 +51,14 @@ def new_trainer(cfg: VocabConfig, alphabet: Alphabet | None = None) -> trainers.
     before training starts; the ``##`` tokens are the same ones the trainer would add, so the size
     budget is unchanged.
     """
-    special = list(SPECIAL_TOKENS)
-    options: dict = {"limit_alphabet": cfg.limit_alphabet}
+    special, options, limit = list(SPECIAL_TOKENS), {}, cfg.limit_alphabet
     if alphabet is not None:
         special += [CONTINUATION_PREFIX + c for c in alphabet.continuations]
+        options["initial_alphabet"] = alphabet.chars
         # The initial alphabet outranks every counted character, so a limit of its size keeps exactly it.
-        options = {"initial_alphabet": alphabet.chars,
-                   "limit_alphabet": len(alphabet.chars) if cfg.limit_alphabet else None}
-    options = {k: v for k, v in options.items() if v is not None}  # the trainer takes no None: no limit
+        limit = len(alphabet.chars) if limit else None
+    if limit is not None:  # the trainer takes no None for "no limit"
+        options["limit_alphabet"] = limit
     return trainers.WordPieceTrainer(vocab_size=cfg.target_size(), min_frequency=cfg.min_frequency,
                                      special_tokens=special, continuing_subword_prefix=CONTINUATION_PREFIX,
                                      show_progress=False, **options)
@@ -140,15 +140,14 @@ def canonical_order(vocab: dict[str, int]) -> list[str]:
     without one the characters are still numbered by their code point here, whatever order the
     trainer gave them.
     """
-    def group(token: str) -> int:
+    def key(token: str) -> tuple[int, str, int]:
         if token in SPECIAL_TOKENS:
-            return 0
-        piece = token.removeprefix(CONTINUATION_PREFIX)
-        if len(piece) != 1:
-            return 3
-        return 2 if token.startswith(CONTINUATION_PREFIX) else 1
+            return 0, "", vocab[token]
+        if len(token.removeprefix(CONTINUATION_PREFIX)) != 1:
+            return 3, "", vocab[token]
+        return (2 if token.startswith(CONTINUATION_PREFIX) else 1), token, 0
 
-    return sorted(vocab, key=lambda t: (group(t), t if group(t) in (1, 2) else "", vocab[t]))
+    return sorted(vocab, key=key)
 
 
 def tokenizer_from_vocab(tokens: list[str], cfg: VocabConfig) -> Tokenizer:
