@@ -97,6 +97,24 @@ def test_batches_without_padding_take_the_dense_path_and_give_the_same_vectors(t
     np.testing.assert_allclose(dense, mixed[:3], rtol=1e-5, atol=1e-6)
 
 
+def test_int8_per_token_linear_quantises_each_row_by_its_largest_magnitude():
+    """A hand-worked row: the scale is max |x| / 127 whether the largest magnitude is positive or negative."""
+    import torch
+
+    from bertplat.embed.encoder import Int8Linear
+
+    lin = torch.nn.Linear(4, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[127.0, 0.0, 0.0, 0.0]]))  # weight scale 1: int8 weights equal these
+        lin.bias.zero_()
+    q = Int8Linear(lin)
+    # row 0: max |x| = 2 (positive) -> scale 2/127, x[0] -> 127; row 1: max |x| = 4 at a negative entry
+    # -> x[0] = 1 -> round(31.75) = 32; row 2: all zero -> the scale floor, output 0.
+    x = torch.tensor([[2.0, -1.0, 0.5, 0.0], [1.0, -4.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]]).repeat(8, 1)
+    expected = torch.tensor([127 * 127 * 2.0 / 127, 32 * 127 * 4.0 / 127, 0.0]).repeat(8)
+    torch.testing.assert_close(q(x)[:, 0], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_int8_per_token_linear_is_close_to_float_and_independent_of_the_batch():
     import torch
 
