@@ -259,13 +259,17 @@ def gpu_section(handle, splits, st_cls, lake, catalog, work) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sst2-rows", type=int, default=67349)
-    p.add_argument("--wiki-paragraphs", type=int, default=10000)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--sst2-rows", type=int, default=67349,
+                   help="SST-2 train sentences to embed, from the top of train.tsv (default: all 67,349)")
+    p.add_argument("--wiki-paragraphs", type=int, default=10000,
+                   help="English Wikipedia paragraphs to embed (default 10,000, the issue's size)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="torch threads, the same for both systems (default: every core this process may use)")
     p.add_argument("--repeats", type=int, default=1, help="alternating repeats of each timing (median)")
-    p.add_argument("--search-rows", type=int, default=1_000_000)
-    p.add_argument("--skip-speed", action="store_true")
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--search-rows", type=int, default=1_000_000,
+                   help="vectors in the search-speed section (the corpus' vectors repeated; default 1M)")
+    p.add_argument("--skip-speed", action="store_true", help="skip the SST-2 and Wikipedia speed sections")
+    p.add_argument("--gpu", action="store_true", help="add the bf16 CUDA section (needs a GPU)")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here (after every section)")
     p.add_argument("--sections", default="sst2,wiki,mrpc,search",
                    help="which sections, in this order (comma-separated: sst2, wiki, mrpc, search, gpu)")
