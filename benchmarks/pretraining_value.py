@@ -73,11 +73,11 @@ class SuitePlan:
     tasks: list[TaskPlan] = field(default_factory=list)
 
 
-def suite_plan(lang: str) -> SuitePlan:
+def suite_plan(lang: str, en_files: int = 10) -> SuitePlan:
     if lang == "en":
         wiki = "corpora/en/wikipedia/wikitasks_2021/AA"
         return SuitePlan(
-            "en", [f"{wiki}/wiki_{i:02d}" for i in range(10)], BENCH / "en_ingest.yaml", BENCH / "en_vocab.yaml",
+            "en", [f"{wiki}/wiki_{i:02d}" for i in range(en_files)], BENCH / "en_ingest.yaml", BENCH / "en_vocab.yaml",
             BENCH / "examples.yaml", BENCH / "en_pretrain.yaml", [
                 TaskPlan("sst2", REPO / "configs/tasks/sst2.yaml", 4000, BENCH / "en_finetune_sst2.yaml",
                          "validation", "accuracy"),
@@ -113,6 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fine-tuning seeds; each is one pair of runs (default 0 1 2; --quick: 0)")
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="override max_steps of configs/bench/<lang>_pretrain.yaml (a new fingerprint, a new run)")
+    p.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override fields of configs/bench/<lang>_pretrain.yaml, e.g. lr=5e-4 warmup_steps=100 "
+                        "(values parsed as YAML; validated by PretrainConfig; a new fingerprint, a new run)")
+    p.add_argument("--objective", choices=["nsp", "sop", "mlm"], default=None,
+                   help="override the examples' objective of configs/bench/examples.yaml (nsp: BERT's MLM + NSP; "
+                        "mlm: RoBERTa's MLM alone on packed full sentences); a new fingerprint, a new run")
+    p.add_argument("--en-files", type=int, default=10,
+                   help="English corpus: the first N files of wikitasks_2021/AA (64 in all, about 0.9M characters "
+                        "each; default 10)")
     p.add_argument("--tasks", nargs="+", default=None, help="only these task keys (sst2 conll2003 chnsenticorp msra_ner)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (and OMP/MKL threads) for every stage, both arms alike (default 1)")
@@ -165,13 +174,15 @@ def pretrain_suite(ctx: Context, plan: SuitePlan) -> dict[str, Any]:
     log(corpus.summary().split("\n")[0])
     vocab = run_vocab(corpus.dataset, name, VocabConfig.from_yaml(plan.vocab), ctx.lake, ctx.catalog)
     log(vocab.summary().split("\n")[0])
-    examples = run_examples(corpus.dataset, vocab.dataset, name, ExamplesConfig.from_yaml(plan.examples), ctx.lake,
-                            ctx.catalog)
+    ex_overrides = {"objective": ctx.args.objective} if ctx.args.objective else {}
+    ex_cfg = ExamplesConfig.from_yaml(plan.examples, **ex_overrides)
+    examples = run_examples(corpus.dataset, vocab.dataset, name, ex_cfg, ctx.lake, ctx.catalog)
     log(examples.summary().split("\n")[0])
     data_s = time.monotonic() - t0
     overrides = dict(QUICK_PRETRAIN) if ctx.args.quick else {}
     if ctx.args.pretrain_steps:
         overrides["max_steps"] = ctx.args.pretrain_steps
+    overrides.update(parse_overrides(ctx.args.pretrain_set))
     cfg = PretrainConfig.from_yaml(plan.pretrain, **overrides)
     log(f"pretraining {cfg.model} for {cfg.max_steps} steps (lr {cfg.lr:g}) on examples {examples.dataset.ref()}")
     result = run_pretrain(examples.dataset, name, cfg, ctx.lake, ctx.catalog)
@@ -180,7 +191,7 @@ def pretrain_suite(ctx: Context, plan: SuitePlan) -> dict[str, Any]:
     m = result.metrics
     return {"name": name, "fingerprint": result.fingerprint, "model_dir": str(result.model_dir),
             "random_dir": str(random_dir), "model": cfg.model, "steps": result.steps, "lr": cfg.lr,
-            "micro_batch_size": cfg.micro_batch_size, "seconds": pretrain_seconds(ctx, plan.lang, result),
+            "objective": ex_cfg.objective, "micro_batch_size": cfg.micro_batch_size, "seconds": pretrain_seconds(ctx, plan.lang, result),
             "data_seconds": round(data_s, 1), "tokens": m.get("perf/tokens_seen"),
             "val_mlm_acc": m.get("val/mlm_acc"), "val_mlm_ppl": m.get("val/mlm_ppl"),
             "val_nsp_acc": m.get("val/nsp_acc"), "baseline_mlm_acc": m.get("val/mlm_baseline_acc"),
@@ -188,6 +199,22 @@ def pretrain_suite(ctx: Context, plan: SuitePlan) -> dict[str, Any]:
             "examples": examples.dataset.ref(), "examples_counts": {k: examples.counts[k]["instances"]
                                                                    for k in ("train", "validation")},
             "reused": result.reused, "sources": [str(Path(s).relative_to(ctx.shared)) for s in sources]}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> a dict: numbers as numbers (5e-4 -> 0.0005), anything else parsed as YAML."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--pretrain-set: {item!r} is not KEY=VALUE (e.g. lr=5e-4)")
+        try:
+            out[key.strip()] = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            out[key.strip()] = yaml.safe_load(value)  # YAML 1.1 reads 5e-4 as a string, hence numbers first
+    return out
 
 
 def pretrain_seconds(ctx: Context, lang: str, result) -> float | None:
@@ -267,7 +294,7 @@ def finetune_pair(ctx: Context, plan: SuitePlan, pt: dict[str, Any], task: TaskP
 
 
 def run_suite(ctx: Context, lang: str) -> dict[str, Any]:
-    plan = suite_plan(lang)
+    plan = suite_plan(lang, ctx.args.en_files)
     seeds = ctx.args.seeds or ([0] if ctx.args.quick else [0, 1, 2])
     pt = pretrain_suite(ctx, plan)
     tasks = [t for t in plan.tasks if not ctx.args.tasks or t.key in ctx.args.tasks]

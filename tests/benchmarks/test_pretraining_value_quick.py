@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
-def test_quick_run_pairs_both_arms_on_the_same_architecture(shared_data: Path, tmp_path: Path):
+@pytest.mark.parametrize("objective", ["nsp", "mlm"])
+def test_quick_run_pairs_both_arms_on_the_same_architecture(shared_data: Path, tmp_path: Path, objective: str):
     env = {**os.environ, "BERTPLAT_DATA_DIR": str(tmp_path / "data"), "BERTPLAT_SHARED_DATA": str(shared_data)}
     cmd = [sys.executable, "-m", "benchmarks.pretraining_value", "--suite", "en", "--quick", "--out",
-           str(tmp_path / "out")]
+           str(tmp_path / "out"), "--objective", objective, "--pretrain-set", "lr=1e-3", "warmup_steps=4"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "out" / "en-quick.json").read_text(encoding="utf-8"))
@@ -32,6 +33,8 @@ def test_quick_run_pairs_both_arms_on_the_same_architecture(shared_data: Path, t
         assert 0.0 <= r["score"] <= 1.0 and r["steps"] > 0
         assert r["split"] in r["metrics"]
     assert doc["threads"] == 1
+    assert doc["pretrain"]["objective"] == objective and doc["pretrain"]["lr"] == pytest.approx(1e-3)
+    assert (doc["pretrain"]["val_nsp_acc"] is None) == (objective == "mlm")  # MLM alone has no NSP head
     assert "sst2" in proc.stdout and "random init" in proc.stdout  # the table was printed
 
     # The random arm is the pretraining run's own architecture and tokenizer, with other (untrained) weights.
@@ -41,3 +44,13 @@ def test_quick_run_pairs_both_arms_on_the_same_architecture(shared_data: Path, t
     a, b = load_file(pretrained / "model.safetensors"), load_file(random / "model.safetensors")
     assert a.keys() == b.keys()
     assert any(not a[k].equal(b[k]) for k in a)
+
+
+def test_pretrain_overrides_parse_numbers_before_yaml():
+    from benchmarks.pretraining_value import parse_overrides
+
+    # YAML 1.1 reads "5e-4" as a string; the override must be the number.
+    assert parse_overrides(["lr=5e-4", "warmup_steps=100", "model=mini", "grad_clip=1.0"]) == {
+        "lr": 0.0005, "warmup_steps": 100, "model": "mini", "grad_clip": 1.0}
+    with pytest.raises(SystemExit, match="not KEY=VALUE"):
+        parse_overrides(["lr"])
