@@ -7,7 +7,7 @@
     python -m benchmarks.pretraining_value --suite all --table  # print the saved results; runs nothing
 
 Each suite runs bertplat's own stages, as the CLI does: ingest a slice of the shared corpus -> WordPiece
-vocabulary -> MLM + NSP examples -> ``run_pretrain`` (configs/bench/<lang>_pretrain.yaml) -> task import
+vocabulary -> MLM examples (configs/bench/examples.yaml; ``--objective nsp`` for BERT's MLM + NSP) -> ``run_pretrain`` (configs/bench/<lang>_pretrain.yaml) -> task import
 (``run_tasks``) -> ``run_finetune`` for every task, arm and seed. The two arms of the comparison:
 
 - ``pretrained``: the pretraining run's export.
@@ -73,7 +73,7 @@ class SuitePlan:
     tasks: list[TaskPlan] = field(default_factory=list)
 
 
-def suite_plan(lang: str, en_files: int = 10) -> SuitePlan:
+def suite_plan(lang: str, en_files: int = 64) -> SuitePlan:
     if lang == "en":
         wiki = "corpora/en/wikipedia/wikitasks_2021/AA"
         return SuitePlan(
@@ -119,9 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objective", choices=["nsp", "sop", "mlm"], default=None,
                    help="override the examples' objective of configs/bench/examples.yaml (nsp: BERT's MLM + NSP; "
                         "mlm: RoBERTa's MLM alone on packed full sentences); a new fingerprint, a new run")
-    p.add_argument("--en-files", type=int, default=10,
+    p.add_argument("--en-files", type=int, default=64,
                    help="English corpus: the first N files of wikitasks_2021/AA (64 in all, about 0.9M characters "
-                        "each; default 10)")
+                        "each; default 64; the runs of 2026-12-03 used 10)")
     p.add_argument("--tasks", nargs="+", default=None, help="only these task keys (sst2 conll2003 chnsenticorp msra_ner)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (and OMP/MKL threads) for every stage, both arms alike (default 1)")
@@ -353,10 +353,11 @@ def print_table(doc: dict[str, Any]) -> None:
     print(f"\n== suite {doc['suite']}{' (quick)' if doc['quick'] else ''}: {doc['machine']}; torch {doc['torch']}, "
           f"{doc['threads']} thread(s)")
     secs = f"{pt['seconds']:.0f}s" if pt.get("seconds") else "time n/a (reused)"
-    print(f"pretrained {pt['name']}@{pt['fingerprint']} ({pt['model']}): {pt['steps']} steps of {pt['micro_batch_size']} "
+    print(f"pretrained {pt['name']}@{pt['fingerprint']} ({pt['model']}, {pt.get('objective', 'nsp')}): {pt['steps']} steps of {pt['micro_batch_size']} "
           f"sequences, {pt['tokens'] or 0:,.0f} tokens, {secs}; validation MLM accuracy {pt['val_mlm_acc']:.4f} "
           f"(most-frequent-token baseline {pt['baseline_mlm_acc'] or float('nan'):.4f}), perplexity "
-          f"{pt['val_mlm_ppl']:.1f}, NSP accuracy {pt['val_nsp_acc'] or float('nan'):.3f}")
+          f"{pt['val_mlm_ppl']:.1f}, NSP accuracy "
+          f"{'-' if pt['val_nsp_acc'] is None else format(pt['val_nsp_acc'], '.3f')}")
     for task, s in summarise(doc["runs"]).items():  # from the runs, whatever the file's summary holds
         run = next(r for r in doc["runs"] if r["task"] == task)
         print(f"\n{task}: {run['split']} {run['metric']}, {run['train_examples']:,} train examples, lr {run['lr']:g}, "
