@@ -7,8 +7,9 @@
     python -m benchmarks.pretraining_value --suite all --table  # print the saved results; runs nothing
 
 Each suite runs bertplat's own stages, as the CLI does: ingest a slice of the shared corpus -> WordPiece
-vocabulary -> MLM examples (configs/bench/examples.yaml; ``--objective nsp`` for BERT's MLM + NSP) -> ``run_pretrain`` (configs/bench/<lang>_pretrain.yaml) -> task import
-(``run_tasks``) -> ``run_finetune`` for every task, arm and seed. The two arms of the comparison:
+vocabulary -> MLM examples (configs/bench/examples.yaml; ``--objective nsp`` for BERT's MLM + NSP) ->
+``run_pretrain`` (configs/bench/<lang>_pretrain.yaml) -> task import (``run_tasks``) -> ``run_finetune`` for
+every task, arm and seed. The two arms of the comparison:
 
 - ``pretrained``: the pretraining run's export.
 - ``random``: the same architecture, the same vocabulary and tokenizer, with the weights that pretraining
@@ -115,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override max_steps of configs/bench/<lang>_pretrain.yaml (a new fingerprint, a new run)")
     p.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override fields of configs/bench/<lang>_pretrain.yaml, e.g. lr=5e-4 warmup_steps=100 "
-                        "(values parsed as YAML; validated by PretrainConfig; a new fingerprint, a new run)")
+                        "(values read as YAML, numbers as numbers; validated by PretrainConfig; a new fingerprint, a new run)")
     p.add_argument("--objective", choices=["nsp", "sop", "mlm"], default=None,
                    help="override the examples' objective of configs/bench/examples.yaml (nsp: BERT's MLM + NSP; "
                         "mlm: RoBERTa's MLM alone on packed full sentences); a new fingerprint, a new run")
@@ -202,19 +203,15 @@ def pretrain_suite(ctx: Context, plan: SuitePlan) -> dict[str, Any]:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> a dict: numbers as numbers (5e-4 -> 0.0005), anything else parsed as YAML."""
-    import yaml
+    """--pretrain-set KEY=VALUE strings -> a dict, parsed as ``bertplat finetune``'s overrides are (5e-4 -> 0.0005)."""
+    import typer
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--pretrain-set: {item!r} is not KEY=VALUE (e.g. lr=5e-4)")
-        try:
-            out[key.strip()] = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            out[key.strip()] = yaml.safe_load(value)  # YAML 1.1 reads 5e-4 as a string, hence numbers first
-    return out
+    from bertplat.finetune.cli import parse_overrides as parse_cli_overrides
+
+    try:
+        return parse_cli_overrides(items)
+    except typer.BadParameter as e:
+        raise SystemExit(f"--pretrain-set: {e}") from None
 
 
 def pretrain_seconds(ctx: Context, lang: str, result) -> float | None:
