@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import REPO, machine, require_shared_data
+from bertplat.model.dropout import Dropout, dropout, keep_mask
 
 OUT = REPO / "benchmarks" / "out" / "pretrain"
 
@@ -131,7 +132,7 @@ def hf_module_class():
 class AlignedDropout(torch.nn.Module):
     """Dropout for the unpadded path that draws its mask at the padded shape and keeps the real rows.
 
-    ``F.dropout`` on CPU draws a (B, T, H) Bernoulli mask on the padded path but a (nnz, H) one on the
+    Dropout on CPU (`bertplat.model.dropout`) draws a (B, T, H) mask on the padded path but a (nnz, H) one on the
     unpadded path, so the two paths see different dropout noise from the same seed. Drawing the full
     (B * T, H) mask and gathering the real tokens' rows makes the unpadded path consume the random
     stream exactly as the padded path does: a control that separates what the paths compute from
@@ -143,16 +144,15 @@ class AlignedDropout(torch.nn.Module):
         self.p, self.layout = p, layout  # layout: {"indices", "batch", "seqlen"} of the current batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.dim() != 2:
-            return F.dropout(x, self.p, self.training)
+        if not self.training or self.p == 0.0 or x.dim() != 2 or x.device.type != "cpu":
+            return dropout(x, self.p, self.training)
         n = self.layout["batch"] * self.layout["seqlen"]
-        noise = torch.empty((n, x.shape[-1]), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
-        noise.div_(1 - self.p)  # as ATen's CPU dropout: x * (mask / (1 - p))
+        noise = keep_mask((n, x.shape[-1]), self.p, x.dtype, x.device)  # as bertplat's CPU dropout draws it
         return x * noise[self.layout["indices"]]
 
 
 def align_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Swap every nn.Dropout of a bertplat model for `AlignedDropout` (see there); returns the model.
+    """Swap every dropout module of a bertplat model for `AlignedDropout` (see there); returns the model.
 
     The model must be called as a module (not through ``model.forward``), so its pre-hook sees the mask."""
     layout: dict = {}
@@ -164,7 +164,7 @@ def align_dropout(model: torch.nn.Module) -> torch.nn.Module:
     model.register_forward_pre_hook(record_layout, with_kwargs=True)
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if isinstance(child, torch.nn.Dropout):
+            if isinstance(child, (torch.nn.Dropout, Dropout)):
                 setattr(module, name, AlignedDropout(child.p, layout))
     return model
 

@@ -12,8 +12,8 @@ The unpadded layout (rows of real tokens, see `padding.py`) has three implementa
   config with attention_dropout=0).
 - ``"jagged"``: nested jagged tensors through SDPA, which dispatches to the varlen flash /
   memory-efficient kernels and supports dropout. Used on CUDA when varlen cannot be.
-- ``"padded"``: scatter q/k/v back to (B, T), run SDPA with a key-padding mask, gather again. Works
-  everywhere; the default on CPU, where the fused kernel wants dense tensors.
+- ``"padded"``: scatter q/k/v back to (B, longest row), run SDPA with a key-padding mask, gather again.
+  Works everywhere; the default on CPU, where the fused kernel wants dense tensors.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from bertplat.model.dropout import dropout
 from bertplat.model.padding import pad_input
 
 try:  # torch >= 2.10; absent or CPU-only builds fall back below
@@ -35,14 +36,33 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 class TokenLayout(NamedTuple):
-    """Where the (total_nnz, ...) rows of an unpadded batch came from; see `padding.unpad_input`."""
+    """Where the (total_nnz, ...) rows of an unpadded batch came from; see `padding.unpad_input`.
+    Build it with `token_layout`."""
 
     indices: torch.Tensor  # (nnz,) int64 positions in the flattened (B * T)
     cu_seqlens: torch.Tensor  # (B + 1,) int32 cumulative lengths
     max_seqlen: int  # longest sequence in the batch
     batch: int  # B
     seqlen: int  # T of the padded input
-    key_mask: torch.Tensor  # (B, 1, 1, T) bool, True at real tokens: the "padded" fallback's SDPA mask
+    # The "padded" fallback attends over (B, max_seqlen), not (B, T): T may hold padding that no row needs
+    # (batches rounded up to a multiple of 8, or cut from a longer tensor), and attention's cost grows with
+    # T squared. ``packed``: (nnz,) int64 positions in the flattened (B * max_seqlen), each sequence's tokens
+    # first, in order; ``key_mask``: (B, 1, 1, max_seqlen) bool, True at those positions.
+    packed: torch.Tensor
+    key_mask: torch.Tensor
+
+
+def token_layout(indices: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, batch: int,
+                 seqlen: int) -> TokenLayout:
+    """The layout of an unpadded batch from what `padding.unpad_input` returns, plus (B, T)."""
+    seqlens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
+    nnz = indices.shape[0]
+    device = indices.device
+    row = torch.repeat_interleave(torch.arange(batch, device=device), seqlens, output_size=nnz)  # (nnz,)
+    pos = torch.arange(nnz, device=device) - cu_seqlens[:-1].long()[row]  # place within its sequence
+    key_mask = torch.arange(max_seqlen, device=device)[None, :] < seqlens[:, None]  # (B, max_seqlen)
+    return TokenLayout(indices, cu_seqlens, max_seqlen, batch, seqlen, row * max_seqlen + pos,
+                       key_mask.view(batch, 1, 1, max_seqlen))
 
 
 def attend_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
@@ -50,9 +70,21 @@ def attend_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: t
     """SDPA over a padded batch.
 
     q, k, v: (B, nh, T, hd). key_mask: (B, 1, 1, T) bool, True where the key is a real token, or
-    None for no padding. Returns (B, nh, T, hd).
+    None for no padding. Returns (B, nh, T, hd). With dropout on a CPU: `_attend_math`.
     """
+    if dropout_p and not q.is_cuda:
+        return _attend_math(q, k, v, key_mask, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+
+
+def _attend_math(q, k, v, key_mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) v with dropout on the probabilities: what SDPA computes on a CPU when
+    dropout is on (its fused CPU kernel has none, so it falls back to these same steps), with the
+    cheaper CPU dropout of `bertplat.model.dropout`. (B, nh, T, hd) in and out."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, nh, T, T)
+    if key_mask is not None:
+        scores = scores.masked_fill_(~key_mask, float("-inf"))
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), dropout_p), v)
 
 
 def choose_unpadded_impl(q: torch.Tensor, dropout_p: float) -> str:
@@ -105,10 +137,10 @@ def _attend_jagged(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tens
 
 
 def _attend_repadded(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tensor:
-    B, T = layout.batch, layout.seqlen
+    B, T = layout.batch, layout.max_seqlen  # the longest row, not the input's T (see TokenLayout)
 
     def pad(x: torch.Tensor) -> torch.Tensor:  # (nnz, nh, hd) -> (B, nh, T, hd)
-        return pad_input(x, layout.indices, B, T).transpose(1, 2)
+        return pad_input(x, layout.packed, B, T).transpose(1, 2)
 
     out = attend_padded(pad(q), pad(k), pad(v), layout.key_mask, dropout_p)  # (B, nh, T, hd)
-    return out.transpose(1, 2).flatten(0, 1)[layout.indices]  # (nnz, nh, hd)
+    return out.transpose(1, 2).flatten(0, 1)[layout.packed]  # (nnz, nh, hd)

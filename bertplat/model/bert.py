@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertplat.model.attention import TokenLayout
+from bertplat.model.attention import TokenLayout, token_layout
 from bertplat.model.config import ModelConfig
 from bertplat.model.layers import Embeddings, EncoderLayer, activation
 from bertplat.model.padding import pad_input, unpad_input
@@ -77,8 +77,7 @@ class BertBackbone(nn.Module):
         if attention_mask is not None and self.config.unpad:
             # Gather ids once; positions follow from the flat index (index % T), so nothing is padded again.
             ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)  # (nnz,)
-            key_mask = attention_mask.bool().view(B, 1, 1, T)
-            layout = TokenLayout(indices, cu_seqlens, max_seqlen, B, T, key_mask)
+            layout = token_layout(indices, cu_seqlens, max_seqlen, B, T)
             x = self.embeddings(ids, indices % T, token_type_ids.flatten()[indices])  # (nnz, H)
             return self._run_layers(x, layout, None), layout
         positions = torch.arange(T, device=input_ids.device).expand(B, T)

@@ -28,6 +28,7 @@ from torch import nn
 
 from bertplat.model.bert import IGNORE_INDEX, BertBackbone, init_weights
 from bertplat.model.config import ModelConfig
+from bertplat.model.dropout import Dropout
 from bertplat.model.padding import pad_input
 
 TASKS = ("sequence_classification", "token_classification", "span_extraction")
@@ -124,7 +125,7 @@ class TaskModel(nn.Module):
                              "(use build_task_model to pick the class)")
         self.config, self.head_config = config, head
         self.backbone = BertBackbone(config, pooler=head.task == "sequence_classification")
-        self.dropout = nn.Dropout(head.dropout(config)) if head.task != "span_extraction" else None
+        self.dropout = Dropout(head.dropout(config)) if head.task != "span_extraction" else None
         self.head = nn.Linear(config.hidden_size, head.num_labels)
         init_weights(self.head, config.initializer_range)
 

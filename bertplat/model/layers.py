@@ -13,6 +13,7 @@ from torch import nn
 
 from bertplat.model.attention import TokenLayout, attend_padded, attend_unpadded
 from bertplat.model.config import ModelConfig
+from bertplat.model.dropout import Dropout
 
 
 def activation(name: str):
@@ -39,7 +40,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(config.max_position_embeddings, e)
         self.token_type = nn.Embedding(config.type_vocab_size, e)
         self.ln = nn.LayerNorm(e, eps=config.layer_norm_eps)
-        self.drop = nn.Dropout(config.hidden_dropout)
+        self.drop = Dropout(config.hidden_dropout)
         self.proj = nn.Linear(e, config.hidden_size) if config.arch == "albert" else None
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -91,7 +92,7 @@ class EncoderLayer(nn.Module):
         self.act = activation(config.hidden_act)
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
         self.ln_ffn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.drop = nn.Dropout(config.hidden_dropout)
+        self.drop = Dropout(config.hidden_dropout)
 
     def ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_out(self.act(self.ffn_in(x)))  # (..., H) -> (..., I) -> (..., H)

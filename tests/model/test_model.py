@@ -16,7 +16,7 @@ from bertplat.model import (
     param_groups,
     save_checkpoint,
 )
-from bertplat.model.attention import TokenLayout, attend_unpadded, choose_unpadded_impl
+from bertplat.model.attention import attend_unpadded, choose_unpadded_impl, token_layout
 from bertplat.model.padding import unpad_input
 from tests.model.helpers import VOCAB, make_batch, tiny_config
 
@@ -82,7 +82,7 @@ def test_jagged_attention_matches_padded_fallback():
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     qkv = torch.randn(3, 5, 3, 2, 8)  # (B, T, q/k/v, nh, hd)
     rows, indices, cu_seqlens, max_seqlen = unpad_input(qkv, mask)
-    layout = TokenLayout(indices, cu_seqlens, max_seqlen, 3, 5, mask.bool().view(3, 1, 1, 5))
+    layout = token_layout(indices, cu_seqlens, max_seqlen, 3, 5)
     q, k, v = rows.unbind(1)  # each (nnz, nh, hd)
     jagged = attend_unpadded(q, k, v, layout, 0.0, impl="jagged")
     padded = attend_unpadded(q, k, v, layout, 0.0, impl="padded")
