@@ -47,7 +47,8 @@ class TokenLayout(NamedTuple):
     # The "padded" fallback attends over (B, max_seqlen), not (B, T): T may hold padding that no row needs
     # (batches rounded up to a multiple of 8, or cut from a longer tensor), and attention's cost grows with
     # T squared. ``packed``: (nnz,) int64 positions in the flattened (B * max_seqlen), each sequence's tokens
-    # first, in order; ``key_mask``: (B, 1, 1, max_seqlen) bool, True at those positions.
+    # first, in order; ``key_mask``: (B, 1, 1, max_seqlen) bool, True at those positions. Under torch.compile
+    # they are the input's own positions and width instead (see `token_layout`).
     packed: torch.Tensor
     key_mask: torch.Tensor
 
@@ -55,9 +56,15 @@ class TokenLayout(NamedTuple):
 def token_layout(indices: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, batch: int,
                  seqlen: int) -> TokenLayout:
     """The layout of an unpadded batch from what `padding.unpad_input` returns, plus (B, T)."""
+    device = indices.device
+    if torch.compiler.is_compiling():
+        # under torch.compile max_seqlen is data-dependent (an unbacked size), which inductor cannot lay out
+        # a padded tensor by: keep the input's static width and its own positions there
+        key_mask = torch.zeros(batch * seqlen, dtype=torch.bool, device=device).index_fill_(0, indices, True)
+        return TokenLayout(indices, cu_seqlens, max_seqlen, batch, seqlen, indices,
+                           key_mask.view(batch, 1, 1, seqlen))
     seqlens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # (B,)
     nnz = indices.shape[0]
-    device = indices.device
     row = torch.repeat_interleave(torch.arange(batch, device=device), seqlens, output_size=nnz)  # (nnz,)
     pos = torch.arange(nnz, device=device) - cu_seqlens[:-1].long()[row]  # place within its sequence
     key_mask = torch.arange(max_seqlen, device=device)[None, :] < seqlens[:, None]  # (B, max_seqlen)
@@ -137,7 +144,7 @@ def _attend_jagged(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tens
 
 
 def _attend_repadded(q, k, v, layout: TokenLayout, dropout_p: float) -> torch.Tensor:
-    B, T = layout.batch, layout.max_seqlen  # the longest row, not the input's T (see TokenLayout)
+    B, T = layout.batch, layout.key_mask.shape[-1]  # the longest row, not the input's T (see TokenLayout)
 
     def pad(x: torch.Tensor) -> torch.Tensor:  # (nnz, nh, hd) -> (B, nh, T, hd)
         return pad_input(x, layout.packed, B, T).transpose(1, 2)
