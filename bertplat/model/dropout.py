@@ -18,6 +18,8 @@ already cheap.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,8 +32,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element of ``x`` with probability ``p`` (CPU: see the module docstring) and scale the rest."""
     if not training or p == 0.0:
         return x
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
+    check_probability(p)
     if x.device.type != "cpu" or p == 1.0 or not x.is_floating_point():
         return F.dropout(x, p, True)
     if round(p * _LEVELS) == 0:  # p < 2**-17: nothing would ever be dropped at this resolution
@@ -44,12 +45,15 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype 
     """The multiplier :func:`dropout` applies on a CPU: 0 with probability p' (module docstring), else
     1 / (1 - p'). Drawn from torch's default generator."""
     drop = round(p * _LEVELS)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     bits = torch.randint(_INT64.min, _INT64.max, (-(-n // 4),), dtype=torch.int64, device=device)
     keep = bits.view(torch.int16)[:n].view(shape) >= drop - _LEVELS // 2
     return keep.to(dtype).mul_(_LEVELS / (_LEVELS - drop))
+
+
+def check_probability(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
 
 
 class Dropout(nn.Module):
@@ -58,8 +62,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be between 0 and 1, got {p}")
+        check_probability(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
