@@ -144,7 +144,10 @@ class AlignedDropout(torch.nn.Module):
         self.p, self.layout = p, layout  # layout: {"indices", "batch", "seqlen"} of the current batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.dim() != 2 or x.device.type != "cpu":
+        # rows other than the batch's real tokens: the last layer's selected rows (BertBackbone.encode_selected),
+        # which both paths hold as the same (M, H) rows and so draw alike
+        if (not self.training or self.p == 0.0 or x.dim() != 2 or x.device.type != "cpu"
+                or x.shape[0] != self.layout["indices"].shape[0]):
             return dropout(x, self.p, self.training)
         n = self.layout["batch"] * self.layout["seqlen"]
         noise = keep_mask((n, x.shape[-1]), self.p, x.dtype, x.device)  # as bertplat's CPU dropout draws it

@@ -223,6 +223,9 @@ class Encoder:
             ids[i, : len(r)] = r
         input_ids = torch.from_numpy(ids).to(self.device)
         lengths_t = torch.from_numpy(lengths).to(self.device)
+        if self.pooling == "cls":  # [CLS] alone: the last layer computes those B rows only
+            mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
+            return self.backbone.encode_selected(input_ids, mask.long() if int(lengths.min()) < T else None)[0]
         if int(lengths.min()) == T:  # no padding at all (long texts cut at max_length, or equal lengths):
             # the dense path without a mask; unpadding would only add gathers and scatters.
             hidden, _ = self.backbone.encode_tokens(input_ids)

@@ -72,12 +72,52 @@ def token_layout(indices: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: in
                        key_mask.view(batch, 1, 1, max_seqlen))
 
 
+class QueryLayout(NamedTuple):
+    """Where the queries of a layer that computes only some tokens' outputs (the last layer, when a head reads
+    [CLS] alone, or pretraining only the masked positions) sit. Build it with `query_layout`."""
+
+    rows: torch.Tensor  # (M,) int64 rows of the layer's flattened input whose output is wanted, ascending
+    packed: torch.Tensor  # (M,) int64 positions in the flattened (B * max_queries), each sequence's queries first
+    batch: int  # B
+    max_queries: int  # most queries of one sequence
+
+
+def query_layout(rows: torch.Tensor, seq: torch.Tensor, batch: int, max_queries: int | None = None) -> QueryLayout:
+    """The layout of queries at ``rows`` (ascending), ``seq`` (M,) giving the sequence each belongs to.
+    ``max_queries`` saves a host sync when the caller knows it (1 for one query per sequence)."""
+    counts = torch.bincount(seq, minlength=batch)  # (B,)
+    if max_queries is None:
+        max_queries = int(counts.max().item()) if counts.numel() else 0
+    starts = torch.cumsum(counts, 0) - counts  # (B,) first query of each sequence
+    pos = torch.arange(rows.shape[0], device=rows.device) - starts[seq]
+    return QueryLayout(rows, seq * max_queries + pos, batch, max_queries)
+
+
+def attend_queries(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query: QueryLayout,
+                   layout: TokenLayout | None, key_mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    """Attention for a subset of the queries, over all keys of their sequences.
+
+    q: (M, nh, hd), the selected rows only. k, v: (nnz, nh, hd) unpadded (``layout`` given), or (B, nh, T, hd)
+    padded with ``key_mask`` (B, 1, 1, T) or None. Returns (M, nh, hd). Both sides are padded, the queries to
+    (B, max_queries), so it runs on every device through `attend_padded`.
+    """
+    B = query.batch
+    qp = pad_input(q, query.packed, B, query.max_queries).transpose(1, 2)  # (B, nh, Tq, hd)
+    if layout is not None:
+        T = layout.key_mask.shape[-1]
+        k, v = (pad_input(x, layout.packed, B, T).transpose(1, 2) for x in (k, v))  # (B, nh, T, hd)
+        key_mask = layout.key_mask
+    out = attend_padded(qp, k, v, key_mask, dropout_p)  # (B, nh, Tq, hd)
+    return out.transpose(1, 2).flatten(0, 1)[query.packed]  # (M, nh, hd)
+
+
 def attend_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
                   dropout_p: float) -> torch.Tensor:
     """SDPA over a padded batch.
 
-    q, k, v: (B, nh, T, hd). key_mask: (B, 1, 1, T) bool, True where the key is a real token, or
-    None for no padding. Returns (B, nh, T, hd). With dropout on a CPU: `_attend_math`.
+    q: (B, nh, Tq, hd), k, v: (B, nh, T, hd) (Tq = T but for `attend_queries`). key_mask: (B, 1, 1, T) bool,
+    True where the key is a real token, or None for no padding. Returns (B, nh, Tq, hd). With dropout on a
+    CPU: `_attend_math`.
     """
     if dropout_p and not q.is_cuda:
         return _attend_math(q, k, v, key_mask, dropout_p)

@@ -3,7 +3,10 @@
 Follows BERT (Devlin et al. 2019) and ALBERT (Lan et al. 2020) with two speed-ups from MosaicBERT
 (Portes et al. 2023): padding tokens are dropped once after the embeddings so every matmul and
 LayerNorm runs only on real tokens, and the MLM head runs only at the positions that carry a label
-(about 15% of tokens) instead of all of them. Outputs match Hugging Face's `BertForPreTraining` /
+(about 15% of tokens) instead of all of them. A third goes further the same way: when only some
+positions' final states are read (the [CLS] of a sequence head, the masked positions and [CLS] of
+pretraining), the last layer computes only those rows (`BertBackbone.encode_selected`); its keys and
+values still come from every token, so the outputs are the same. Outputs match Hugging Face's `BertForPreTraining` /
 `AlbertForPreTraining` given the same weights (see `convert.py` and the parity tests).
 
 Padding must be on the right: the pooled output reads each sequence's first token ([CLS]).
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertplat.model.attention import TokenLayout, token_layout
+from bertplat.model.attention import QueryLayout, TokenLayout, query_layout, token_layout
 from bertplat.model.config import ModelConfig
 from bertplat.model.layers import Embeddings, EncoderLayer, activation
 from bertplat.model.padding import pad_input, unpad_input
@@ -71,6 +74,41 @@ class BertBackbone(nn.Module):
         Returns ``(hidden (nnz, H), layout)`` on the unpadded path (config.unpad and a mask given),
         else ``(hidden (B, T, H), None)``.
         """
+        x, layout, key_mask = self._embed(input_ids, attention_mask, token_type_ids)
+        return self._run_layers(x, layout, key_mask), layout
+
+    def encode_selected(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        token_type_ids: torch.Tensor | None = None,
+                        select: str | torch.Tensor = "first") -> tuple[torch.Tensor, torch.Tensor]:
+        """Final hidden states of some positions only, the last layer computing just those rows.
+
+        ``select``: "first", each sequence's first token (what `pool` reads: the first real token on the
+        unpadded path, column 0 on the padded one), or a (B, T) bool mask. Returns ``(hidden (M, H),
+        positions (M,))``, positions ascending in the flattened (B * T). The states equal those that
+        `encode_tokens` gives at the same positions; for a sequence head, the last layer's query and output
+        projections, attention and FFN then run on B rows instead of every token.
+        """
+        B, T = input_ids.shape
+        x, layout, key_mask = self._embed(input_ids, attention_mask, token_type_ids)
+        first = isinstance(select, str)
+        if first and select != "first":
+            raise ValueError(f"select must be 'first' or a (batch, seqlen) bool mask, got {select!r}")
+        if not first and select.shape != input_ids.shape:
+            raise ValueError(f"select has shape {tuple(select.shape)}, input_ids {tuple(input_ids.shape)}")
+        if layout is not None:  # rows of the unpadded (nnz, H)
+            rows = (layout.cu_seqlens[:-1].long() if first
+                    else torch.nonzero(select.flatten()[layout.indices]).flatten())
+            positions = layout.indices[rows]
+        else:  # rows of the flattened (B * T, H)
+            rows = (torch.arange(B, device=input_ids.device) * T if first
+                    else torch.nonzero(select.flatten()).flatten())
+            positions = rows
+        seq = torch.arange(B, device=input_ids.device) if first else positions // T
+        query = query_layout(rows, seq, B, 1 if first else None)
+        return self._run_layers(x, layout, key_mask, query), positions
+
+    def _embed(self, input_ids, attention_mask, token_type_ids):
+        """Embeddings, in the layout the encoder will run in: ``(x, layout, key_mask)``."""
         B, T = self._check_inputs(input_ids, attention_mask, token_type_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -78,23 +116,27 @@ class BertBackbone(nn.Module):
             # Gather ids once; positions follow from the flat index (index % T), so nothing is padded again.
             ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)  # (nnz,)
             layout = token_layout(indices, cu_seqlens, max_seqlen, B, T)
-            x = self.embeddings(ids, indices % T, token_type_ids.flatten()[indices])  # (nnz, H)
-            return self._run_layers(x, layout, None), layout
+            return self.embeddings(ids, indices % T, token_type_ids.flatten()[indices]), layout, None  # (nnz, H)
         positions = torch.arange(T, device=input_ids.device).expand(B, T)
         key_mask = attention_mask.bool().view(B, 1, 1, T) if attention_mask is not None else None
-        x = self.embeddings(input_ids, positions, token_type_ids)  # (B, T, H)
-        return self._run_layers(x, None, key_mask), None
+        return self.embeddings(input_ids, positions, token_type_ids), None, key_mask  # (B, T, H)
 
-    def _run_layers(self, x: torch.Tensor, layout: TokenLayout | None, key_mask: torch.Tensor | None):
+    def _run_layers(self, x: torch.Tensor, layout: TokenLayout | None, key_mask: torch.Tensor | None,
+                    query: QueryLayout | None = None):
+        last = self.config.num_layers - 1
         for i in range(self.config.num_layers):
-            x = self.layers[0 if self.config.share_layers else i](x, layout, key_mask)
+            x = self.layers[0 if self.config.share_layers else i](x, layout, key_mask, query if i == last else None)
         return self.ln_final(x) if self.ln_final is not None else x
 
     def pool(self, hidden: torch.Tensor, layout: TokenLayout | None) -> torch.Tensor:
         """tanh(dense(first token)) -> (B, H); the first token of sequence b is row cu_seqlens[b] when unpadded."""
+        first = hidden[layout.cu_seqlens[:-1].long()] if layout is not None else hidden[:, 0]  # (B, H)
+        return self.pool_first(first)
+
+    def pool_first(self, first: torch.Tensor) -> torch.Tensor:
+        """tanh(dense(x)) of the (B, H) first-token states, as `encode_selected(..., "first")` gives them."""
         if self.pooler is None:
             raise ValueError("this backbone was built with pooler=False; build it with pooler=True to pool")
-        first = hidden[layout.cu_seqlens[:-1].long()] if layout is not None else hidden[:, 0]  # (B, H)
         return torch.tanh(self.pooler(first))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -184,22 +226,26 @@ class BertPretrainingModel(nn.Module):
             raise ValueError(f"labels has shape {tuple(labels.shape)}, input_ids {tuple(input_ids.shape)}")
         if next_sentence_label is not None and self.nsp is None:
             raise ValueError("next_sentence_label given but the config has sop_or_nsp_head=False")
-        hidden, layout = self.backbone.encode_tokens(input_ids, attention_mask, token_type_ids)
-
-        pooled = self.backbone.pool(hidden, layout)  # (B, H)
-        nsp_logits = self.nsp(pooled) if self.nsp is not None else None  # (B, 2)
-
+        self.backbone._check_inputs(input_ids, attention_mask, token_type_ids)
         # Gather the positions to predict before the head, so the V-wide matmul runs on M rows only.
         predict = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
         if attention_mask is not None:
             predict = predict & attention_mask.bool()
-        if layout is not None:  # hidden: (nnz, H)
-            rows = torch.nonzero(predict.flatten()[layout.indices]).flatten()  # (M,)
-            positions = layout.indices[rows]
-            selected = hidden[rows]  # (M, H)
-        else:  # hidden: (B, T, H)
-            positions = torch.nonzero(predict.flatten()).flatten()  # (M,)
-            selected = hidden.flatten(0, 1)[positions]  # (M, H)
+        if labels is not None and not torch.compiler.is_compiling():
+            # training: the last layer computes only the labelled rows and [CLS] (about 15% of the tokens);
+            # under torch.compile the whole encoder runs, as the selection's sizes depend on the data
+            selected, positions, pooled = self._encode_selected(input_ids, attention_mask, token_type_ids, predict)
+        else:
+            hidden, layout = self.backbone.encode_tokens(input_ids, attention_mask, token_type_ids)
+            pooled = self.backbone.pool(hidden, layout) if self.nsp is not None else None  # (B, H)
+            if layout is not None:  # hidden: (nnz, H)
+                rows = torch.nonzero(predict.flatten()[layout.indices]).flatten()  # (M,)
+                positions = layout.indices[rows]
+                selected = hidden[rows]  # (M, H)
+            else:  # hidden: (B, T, H)
+                positions = torch.nonzero(predict.flatten()).flatten()  # (M,)
+                selected = hidden.flatten(0, 1)[positions]  # (M, H)
+        nsp_logits = self.nsp(pooled) if self.nsp is not None else None  # (B, 2)
         mlm_logits = self.mlm(selected)  # (M, V)
 
         out = PretrainingOutput(None, None, None, mlm_logits, positions, nsp_logits, None, None, None, None)
@@ -220,6 +266,25 @@ class BertPretrainingModel(nn.Module):
         present = [x for x in (out.mlm_loss, out.nsp_loss) if x is not None]
         out.loss = present[0] + present[1] if len(present) == 2 else (present[0] if present else None)
         return out
+
+    def _encode_selected(self, input_ids, attention_mask, token_type_ids, predict: torch.Tensor):
+        """The final states of the ``predict`` positions (M, H), those positions (M,), and the pooled [CLS]
+        (B, H) when there is an NSP / SOP head (else None), the last layer computing only those rows."""
+        B, T = input_ids.shape
+        select = predict
+        if self.nsp is not None:  # [CLS]: the first real token unpadded, column 0 padded (as `pool` reads)
+            unpadded = attention_mask is not None and self.config.unpad
+            first = (attention_mask.int().argmax(1) if unpadded
+                     else torch.zeros(B, dtype=torch.long, device=input_ids.device))
+            first = torch.arange(B, device=input_ids.device) * T + first  # (B,) flat positions
+            select = predict.flatten().index_fill(0, first, True).view(B, T)
+        states, positions = self.backbone.encode_selected(input_ids, attention_mask, token_type_ids, select)
+        pooled = None
+        if self.nsp is not None:
+            pooled = self.backbone.pool_first(states[torch.searchsorted(positions, first)])
+            rows = torch.nonzero(predict.flatten()[positions]).flatten()  # (M,) the labelled ones
+            states, positions = states[rows], positions[rows]
+        return states, positions, pooled
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:

@@ -4,7 +4,8 @@ classification, span extraction.
 The layouts are Hugging Face's `BertForSequenceClassification`, `BertForTokenClassification`,
 `BertForQuestionAnswering` and their ALBERT twins, so `convert_heads.py` maps them one to one:
 
-- sequence: tanh(dense([CLS])) pooled output -> dropout -> Linear(H, num_labels)     (B, C)
+- sequence: tanh(dense([CLS])) pooled output -> dropout -> Linear(H, num_labels)     (B, C);
+            the last layer computes the [CLS] rows alone, which is all the head reads
 - token:    every token's final state -> dropout -> Linear(H, num_labels); no pooler (B, T, C)
 - span:     every token's final state -> Linear(H, 2) -> start, end; no pooler, no dropout (B, T) each
 
@@ -150,8 +151,9 @@ class SequenceClassificationModel(TaskModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> TaskOutput:
         """input_ids, attention_mask, token_type_ids: (B, T); labels: (B,) class ids, (B,) / (B, C) floats."""
-        hidden, layout = self.backbone.encode_tokens(input_ids, attention_mask, token_type_ids)
-        logits = self.head(self.dropout(self.backbone.pool(hidden, layout)))  # (B, C)
+        # only [CLS] is read: the last layer computes its row alone (see BertBackbone.encode_selected)
+        first, _ = self.backbone.encode_selected(input_ids, attention_mask, token_type_ids, "first")  # (B, H)
+        logits = self.head(self.dropout(self.backbone.pool_first(first)))  # (B, C)
         return TaskOutput(self.loss(logits, labels) if labels is not None else None, logits=logits)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,10 @@ Every block accepts either a padded batch (B, T, H) or the unpadded rows (nnz, H
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bertplat.model.attention import TokenLayout, attend_padded, attend_unpadded
+from bertplat.model.attention import QueryLayout, TokenLayout, attend_padded, attend_queries, attend_unpadded
 from bertplat.model.config import ModelConfig
 from bertplat.model.dropout import Dropout
 
@@ -63,8 +64,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.unpadded_impl = "auto"  # tests force "jagged"/"padded"; see attention.attend_unpadded
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout | None, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout | None, key_mask: torch.Tensor | None,
+                query: QueryLayout | None = None) -> torch.Tensor:
         dropout_p = self.dropout_p if self.training else 0.0
+        if query is not None:
+            return self._forward_queries(x, layout, key_mask, query, dropout_p)
         if layout is not None:  # x: (nnz, H)
             q, k, v = self.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)  # each (nnz, nh, hd)
             y = attend_unpadded(q, k, v, layout, dropout_p, self.unpadded_impl)  # (nnz, nh, hd)
@@ -74,6 +78,26 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
         y = attend_padded(q, k, v, key_mask, dropout_p)  # (B, nh, T, hd)
         return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, T, H)
+
+    def _forward_queries(self, x, layout, key_mask, query: QueryLayout, dropout_p: float) -> torch.Tensor:
+        """The outputs of ``query.rows`` only -> (M, H). Keys and values still come from every token, but the
+        query projection, attention and output projection run on M rows: for a head that reads [CLS], M = B."""
+        H, nh, hd = x.shape[-1], self.num_heads, self.head_dim
+        flat = x.reshape(-1, H)  # (nnz or B*T, H)
+        if isinstance(self.qkv, nn.Linear):
+            q = F.linear(flat[query.rows], self.qkv.weight[:H], self.qkv.bias[:H])  # (M, H)
+            kv = F.linear(x, self.qkv.weight[H:], self.qkv.bias[H:])  # (nnz, 2H) or (B, T, 2H)
+        else:  # a replaced projection (the embed stage's int8 Linear): project every row, keep the queries
+            qkv = self.qkv(x)
+            q, kv = qkv.reshape(-1, 3 * H)[query.rows, :H], qkv[..., H:]
+        q = q.reshape(-1, nh, hd)  # (M, nh, hd)
+        if layout is not None:
+            k, v = kv.view(-1, 2, nh, hd).unbind(1)  # each (nnz, nh, hd)
+        else:
+            B, T = x.shape[:2]
+            k, v = kv.view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
+        y = attend_queries(q, k, v, query, layout, key_mask, dropout_p)  # (M, nh, hd)
+        return self.out(y.flatten(1))  # (M, H)
 
 
 class EncoderLayer(nn.Module):
@@ -98,11 +122,16 @@ class EncoderLayer(nn.Module):
         return self.ffn_out(self.act(self.ffn_in(x)))  # (..., H) -> (..., I) -> (..., H)
 
     def forward(self, x: torch.Tensor, layout: TokenLayout | None = None,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, T, H) padded or (nnz, H) unpadded; the shape is kept.
+                key_mask: torch.Tensor | None = None, query: QueryLayout | None = None) -> torch.Tensor:
+        # x: (B, T, H) padded or (nnz, H) unpadded; the shape is kept. With ``query``: only the outputs of
+        # query.rows of the flattened x, (M, H); every position after attention is per token, so the
+        # residual, the FFN and both LayerNorms run on those rows alone.
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t if query is None else t.reshape(-1, t.shape[-1])[query.rows]
+
         if self.pre_ln:
-            x = x + self.drop(self.attn(self.ln_attn(x), layout, key_mask))
+            x = rows(x) + self.drop(self.attn(self.ln_attn(x), layout, key_mask, query))
             return x + self.drop(self.ffn(self.ln_ffn(x)))
-        x = self.ln_attn(x + self.drop(self.attn(x, layout, key_mask)))
+        x = self.ln_attn(rows(x) + self.drop(self.attn(x, layout, key_mask, query)))
         return self.ln_ffn(x + self.drop(self.ffn(x)))
 

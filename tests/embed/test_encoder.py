@@ -135,3 +135,31 @@ def test_int8_per_token_linear_is_close_to_float_and_independent_of_the_batch():
         from bertplat.embed.encoder import quantize_int8
 
         quantize_int8(torch.nn.Sequential(lin), "int4")
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_cls_pooling_equals_the_first_state_of_the_full_encoder(minilm_dir, quantize):
+    """CLS pooling computes the last layer for [CLS] alone (BertBackbone.encode_selected); the vectors are the
+    full encoder's first states, with and without padding in the batch, float32 and int8."""
+    import torch
+
+    from bertplat.model.padding import pad_input
+
+    texts = ["a short one", "a somewhat longer sentence, with a clause", "x", "the same length as this one"]
+    enc = Encoder.from_config(read_model_spec(minilm_dir),
+                              EmbedConfig(threads=1, pooling="cls", normalize=False, quantize=quantize))
+    ours = enc.encode(texts)
+    rows, _ = enc.tokenize(texts)
+    with torch.inference_mode():
+        for i, r in enumerate(rows):  # one text per batch: no padding, the whole encoder
+            hidden, layout = enc.backbone.encode_tokens(torch.from_numpy(r)[None])
+            assert layout is None
+            np.testing.assert_allclose(ours[i], hidden[0, 0].float().numpy(), rtol=1e-4, atol=1e-5)
+        mixed = enc._encode_batch(rows)  # one batch with padding
+        T = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), T, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.from_numpy(r)
+        hidden, layout = enc.backbone.encode_tokens(ids, (ids != 0).long())
+        full = pad_input(hidden, layout.indices, len(rows), T)[:, 0]
+    np.testing.assert_allclose(mixed.float().numpy(), full.float().numpy(), rtol=1e-4, atol=1e-5)

@@ -67,6 +67,82 @@ def test_padded_and_unpadded_gradients_agree(name, batch):
         torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4, msg=k)
 
 
+def _selection(kind: str, batch) -> str | torch.Tensor:
+    if kind == "first":
+        return "first"
+    g = torch.Generator().manual_seed(3)
+    select = (torch.rand(batch["input_ids"].shape, generator=g) < 0.3) & batch["attention_mask"].bool()
+    select[0] = False  # a sequence with no query at all
+    select[1, :2] = True
+    return select
+
+
+@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("kind", ["first", "mask"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_encode_selected_gives_the_full_states_at_the_selected_positions(name, kind, unpad, batch):
+    torch.manual_seed(0)
+    backbone = BertPretrainingModel(CONFIGS[name].replace(unpad=unpad)).backbone.eval()
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    select = _selection(kind, batch)
+    B, T = batch["input_ids"].shape
+    with torch.no_grad():
+        full = backbone(*args).last_hidden_state.flatten(0, 1)  # (B*T, H)
+        states, positions = backbone.encode_selected(*args, select=select)
+    expected = torch.arange(B) * T if kind == "first" else torch.nonzero(select.flatten()).flatten()
+    assert torch.equal(positions, expected)
+    assert states.shape == (len(expected), backbone.config.hidden_size)
+    torch.testing.assert_close(states, full[positions], atol=1e-5, rtol=0)
+
+
+def test_encode_selected_first_reads_the_first_real_token_under_left_padding(batch):
+    torch.manual_seed(0)
+    backbone = BertPretrainingModel(CONFIGS["bert"]).backbone.eval()
+    lengths = batch["attention_mask"].sum(1)
+    T = batch["input_ids"].shape[1]
+    # the same rows, padded on the left
+    left = {k: torch.stack([torch.roll(row, int(T - n)) for row, n in zip(batch[k], lengths)])
+            for k in ("input_ids", "attention_mask", "token_type_ids")}
+    args = (left["input_ids"], left["attention_mask"], left["token_type_ids"])
+    with torch.no_grad():
+        full = backbone(*args).last_hidden_state.flatten(0, 1)
+        states, positions = backbone.encode_selected(*args)
+    assert torch.equal(positions, torch.arange(len(lengths)) * T + (T - lengths))
+    torch.testing.assert_close(states, full[positions], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["bert", "albert", "bert-pre-ln"])
+def test_encode_selected_gradients_equal_the_full_paths(name, batch):
+    config = CONFIGS[name].replace(hidden_dropout=0.0, attention_dropout=0.0)  # train mode, no randomness
+    torch.manual_seed(0)
+    a = BertPretrainingModel(config).backbone
+    b = BertPretrainingModel(config).backbone
+    b.load_state_dict(a.state_dict())
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    select = _selection("mask", batch)
+    weights = torch.randn(int(select.sum()), config.hidden_size, generator=torch.Generator().manual_seed(1))
+    states, positions = a.encode_selected(*args, select=select)
+    (states * weights).sum().backward()
+    (b(*args).last_hidden_state.flatten(0, 1)[positions] * weights).sum().backward()
+    for (k, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        if pb.grad is None:  # the pooler: neither path reads it
+            assert pa.grad is None, k
+            continue
+        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_encode_selected_trains_with_dropout_and_rejects_a_bad_selection(batch):
+    backbone = BertPretrainingModel(CONFIGS["bert"]).backbone.train()
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    states, _ = backbone.encode_selected(*args)
+    states.sum().backward()
+    assert torch.isfinite(states).all() and backbone.layers[-1].attn.qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="select must be 'first'"):
+        backbone.encode_selected(*args, select="last")
+    with pytest.raises(ValueError, match="select has shape"):
+        backbone.encode_selected(*args, select=torch.ones(1, 3, dtype=torch.bool))
+
+
 def test_no_mask_equals_all_ones_mask(batch):
     model = BertPretrainingModel(CONFIGS["bert"]).eval()
     full = make_batch([16, 16], seqlen=16)
@@ -129,6 +205,8 @@ def test_mlm_runs_only_at_labelled_positions_and_loss_is_cross_entropy(batch):
     assert torch.equal(every.mlm_positions, torch.nonzero(batch["attention_mask"].flatten()).flatten())
     rows = torch.searchsorted(every.mlm_positions, expected_positions)
     torch.testing.assert_close(out.mlm_logits, every.mlm_logits[rows], atol=1e-6, rtol=0)
+    # with labels the last layer computes only the labelled rows and [CLS]; NSP reads the same pooled state
+    torch.testing.assert_close(out.nsp_logits, every.nsp_logits, atol=1e-6, rtol=0)
 
     targets = labels.flatten()[expected_positions]
     torch.testing.assert_close(out.mlm_loss, F.cross_entropy(out.mlm_logits, targets))
@@ -139,6 +217,35 @@ def test_mlm_runs_only_at_labelled_positions_and_loss_is_cross_entropy(batch):
     assert out.nsp_count.item() == 4
     assert out.nsp_correct.item() == (out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
     assert every.loss is None and every.mlm_count is None
+
+
+@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("name", ["bert", "albert", "bert-pre-ln", "bert-mlm-only"])
+def test_the_selected_last_layer_trains_as_the_full_encoder(name, unpad, batch):
+    """Training computes the last layer at the labelled rows and [CLS] only: the loss and every gradient equal
+    those of the full encoder's states at those positions (dropout off, so both runs see the same network)."""
+    config = (CONFIGS["bert"].replace(sop_or_nsp_head=False) if name == "bert-mlm-only" else CONFIGS[name])
+    config = config.replace(hidden_dropout=0.0, attention_dropout=0.0, unpad=unpad)
+    torch.manual_seed(0)
+    a, b = BertPretrainingModel(config), BertPretrainingModel(config)
+    b.load_state_dict(a.state_dict())
+    if b.nsp is None:
+        batch = {k: v for k, v in batch.items() if k != "next_sentence_label"}
+    out = a(**batch)
+    out.loss.backward()
+    enc = b.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    positions = torch.nonzero((batch["labels"] != -100).flatten()).flatten()
+    assert torch.equal(out.mlm_positions, positions)
+    logits = b.mlm(enc.last_hidden_state.flatten(0, 1)[positions])
+    loss = F.cross_entropy(logits, batch["labels"].flatten()[positions])
+    if b.nsp is not None:
+        loss = loss + F.cross_entropy(b.nsp(enc.pooled_output), batch["next_sentence_label"])
+    loss.backward()
+    torch.testing.assert_close(out.loss, loss, atol=1e-5, rtol=0)
+    for (k, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert (pa.grad is None) == (pb.grad is None), k
+        if pa.grad is not None:
+            torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5, rtol=1e-4, msg=k)
 
 
 def test_labels_at_padding_are_ignored_and_nothing_masked_gives_zero_loss(batch):
