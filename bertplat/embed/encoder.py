@@ -223,15 +223,16 @@ class Encoder:
             ids[i, : len(r)] = r
         input_ids = torch.from_numpy(ids).to(self.device)
         lengths_t = torch.from_numpy(lengths).to(self.device)
+        # no padding at all (long texts cut at max_length, or equal lengths): the dense path without a mask;
+        # unpadding would only add gathers and scatters
+        mask = (torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
+                if int(lengths.min()) < T else None)
         if self.pooling == "cls":  # [CLS] alone: the last layer computes those B rows only
-            mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
-            return self.backbone.encode_selected(input_ids, mask.long() if int(lengths.min()) < T else None)[0]
-        if int(lengths.min()) == T:  # no padding at all (long texts cut at max_length, or equal lengths):
-            # the dense path without a mask; unpadding would only add gathers and scatters.
+            return self.backbone.encode_selected(input_ids, mask.long() if mask is not None else None)[0]
+        if mask is None:
             hidden, _ = self.backbone.encode_tokens(input_ids)
             seq = torch.arange(B, device=self.device).repeat_interleave(T)
             return pool_rows(hidden.flatten(0, 1), seq, lengths_t, self.pooling)
-        mask = torch.from_numpy(np.arange(T)[None, :] < lengths[:, None]).to(self.device)
         hidden, layout = self.backbone.encode_tokens(input_ids, mask.long())
         if layout is None:  # the padded path (config.unpad off): gather the real rows here
             hidden, indices, _, _ = unpad_input(hidden, mask)
