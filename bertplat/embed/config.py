@@ -9,7 +9,7 @@ from pydantic import Field
 from bertplat.config import StageConfig
 
 # Fields that decide how fast the vectors come, not what they are: left out of the fingerprint.
-EXECUTION_FIELDS = frozenset({"max_tokens", "max_batch_size", "threads", "device", "cluster"})
+EXECUTION_FIELDS = frozenset({"max_tokens", "max_batch_size", "threads", "device", "cluster", "onednn"})
 
 
 class EmbedConfig(StageConfig):
@@ -55,6 +55,10 @@ class EmbedConfig(StageConfig):
         default="auto", description="Compute dtype. auto: bfloat16 on GPU, float32 on CPU. Vectors are "
         "stored as float32 either way.")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (default: all cores).")
+    onednn: bool = Field(
+        default=True, description="float32 on CPU: run the Linear layers on oneDNN with their weights packed once "
+        "and each FFN's GELU fused into its first product (about 9% faster on all-MiniLM-L6-v2; the vectors agree "
+        "with torch's to float32 rounding). Off, or where this torch has no oneDNN: torch's own Linear.")
     cluster: str | None = Field(
         default=None, description="Dask scheduler to embed the shards on (tcp://host:8786; default "
         "$BERTPLAT_DASK_ADDRESS, else this process). Each worker process loads the model once and embeds whole "

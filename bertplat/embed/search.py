@@ -42,7 +42,8 @@ def _quote(s: str) -> str:
 def query_encoder(handle: DatasetHandle, threads: int | None = None) -> Encoder:
     """An encoder that embeds queries exactly as the version's rows were embedded."""
     m = embeddings_manifest(handle)
-    cfg = EmbedConfig.model_validate({**m["config"], "threads": threads, "device": "cpu"})
+    # onednn off: packing the weights (about 70 ms for MiniLM) costs more than it saves on a query or two
+    cfg = EmbedConfig.model_validate({**m["config"], "threads": threads, "device": "cpu", "onednn": False})
     return Encoder.from_config(model_spec_of(handle), cfg)
 
 

@@ -163,3 +163,67 @@ def test_cls_pooling_equals_the_first_state_of_the_full_encoder(minilm_dir, quan
         hidden, layout = enc.backbone.encode_tokens(ids, (ids != 0).long())
         full = pad_input(hidden, layout.indices, len(rows), T)[:, 0]
     np.testing.assert_allclose(mixed.float().numpy(), full.float().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _onednn_or_skip():
+    from bertplat.embed.encoder import onednn_available
+
+    if not onednn_available():
+        pytest.skip("this torch has no oneDNN packed Linear (torch.ops.mkldnn._linear_pointwise)")
+
+
+@pytest.mark.parametrize("gelu", [None, "none", "tanh"])
+def test_the_onednn_linear_equals_torch_linear_and_its_gelu(gelu):
+    """The packed product, with the erf or tanh GELU fused or none, on 2-D and 3-D inputs of any row count
+    (the weight is packed for 1,024 rows)."""
+    import torch
+
+    from bertplat.embed.encoder import OneDnnLinear
+
+    _onednn_or_skip()
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 80)
+    fused = OneDnnLinear(lin, gelu, batch_hint=1024)
+    act = torch.nn.Identity() if gelu is None else torch.nn.GELU(approximate=gelu)
+    with torch.inference_mode():
+        for shape in [(1, 48), (7, 48), (1500, 48), (3, 5, 48)]:
+            x = torch.randn(*shape)
+            got = fused(x)
+            assert got.shape == (*shape[:-1], 80)
+            torch.testing.assert_close(got, act(lin(x)), rtol=1e-5, atol=2e-5)
+        x = torch.randn(6, 96)[:, ::2]  # a strided view
+        torch.testing.assert_close(fused(x), act(lin(x)), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_onednn_on_and_off_give_the_same_vectors(minilm_dir, pooling):
+    """onednn (the CPU float32 default) runs a packed copy with the FFN's GELU fused; the vectors are torch's to
+    float32 rounding, with and without padding in a batch, and the option leaves the fingerprint alone."""
+    import torch
+
+    from bertplat.embed.encoder import OneDnnLinear
+
+    _onednn_or_skip()
+    texts = sentences(40) + ["x", "a much longer sentence than the others, with a clause or two in it"]
+    spec = read_model_spec(minilm_dir)
+    on = Encoder.from_config(spec, EmbedConfig(threads=1, pooling=pooling, max_tokens=512))
+    off = Encoder.from_config(spec, EmbedConfig(threads=1, pooling=pooling, max_tokens=512, onednn=False))
+    a, b = on.encode(texts), off.encode(texts)
+    layer = on._runner().layers[0]
+    assert isinstance(layer.ffn_in, OneDnnLinear) and isinstance(layer.act, torch.nn.Identity)
+    assert type(on.backbone.layers[0].ffn_in) is torch.nn.Linear  # the plain model is kept, for int8
+    assert off._runner() is off.backbone
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+    assert EmbedConfig(onednn=False).content_json() == EmbedConfig().content_json()
+
+
+def test_int8_and_bfloat16_encoders_do_not_take_the_onednn_path(minilm_dir):
+    from bertplat.embed.encoder import quantize_int8
+
+    _onednn_or_skip()
+    enc = Encoder.from_config(read_model_spec(minilm_dir), EmbedConfig(threads=1))
+    int8 = enc.with_backbone(quantize_int8(enc.backbone))
+    assert int8._runner() is int8.backbone
+    bf16 = Encoder.from_config(read_model_spec(minilm_dir), EmbedConfig(threads=1, dtype="bfloat16"))
+    assert bf16._runner() is bf16.backbone
+
