@@ -48,7 +48,7 @@ from bertplat.finetune.report import model_card, plot_learning_curve
 from bertplat.lake import DatasetHandle, Lake, check_name, fingerprint, write_json_atomic
 from bertplat.model.checkpoint import write_dir_atomically
 from bertplat.model.convert_heads import TaskImport, export_task_hf, import_task_hf
-from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepProgress
+from bertplat.pretrain.callbacks import STATE_FILE, RunCheckpoints, StepProgress, quiet_lightning
 from bertplat.pretrain.report import read_history
 from bertplat.progress import NullProgress, Progress
 from bertplat.validation import GateError, GateReport
@@ -158,6 +158,7 @@ def build_trainer(cfg: FinetuneConfig, run_dir: Path, monitor: str, total: int, 
                                  check_on_train_epoch_end=False))
     cuda = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     every = cfg.eval_every_n_steps
+    quiet_lightning()
     return pl.Trainer(
         accelerator=cfg.accelerator, devices=1, precision=cfg.resolved_precision(cuda), max_epochs=cfg.epochs,
         max_steps=total, accumulate_grad_batches=cfg.accumulate_grad_batches, gradient_clip_val=cfg.grad_clip,

@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,23 @@ from lightning.pytorch.callbacks import ProgressBar
 from bertplat.model import ModelConfig
 from bertplat.pretrain.module import batch_flops
 from bertplat.progress import Progress
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's product tips ("💡 Tip: ... litlogger") from the run's log; keeps everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡")
+
+
+def quiet_lightning() -> None:
+    """Keep what Lightning prints to what a user can act on: no product tips, and not the deprecation warning
+    its own pytree helper raises under torch 2.13 (``isinstance(treespec, LeafSpec)``), which names no code of
+    ours. Idempotent; called before each Trainer is built."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoAdverts())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 STATE_FILE = "state.json"
 

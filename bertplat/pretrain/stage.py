@@ -42,6 +42,7 @@ from bertplat.pretrain.callbacks import (
     StepBar,
     StepProgress,
     Throughput,
+    quiet_lightning,
 )
 from bertplat.pretrain.config import OPERATIONAL_FIELDS, PretrainConfig
 from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
@@ -277,17 +278,8 @@ def _strategy(cfg: PretrainConfig):
     return FSDPStrategy(auto_wrap_policy={EncoderLayer}, use_orig_params=True)
 
 
-class _NoAdverts(logging.Filter):
-    """Drops Lightning's product tips ("💡 Tip: ... litlogger") from the run's log; keeps everything else."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡")
-
-
 def build_trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list, progress_bar: bool, cuda: bool) -> pl.Trainer:
-    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdverts) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_NoAdverts())
+    quiet_lightning()
     logs = run_dir / "logs"
     segment = f"segment-{len(list((logs / 'csv').glob('segment-*'))):03d}"  # one per launch; merged by step
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step:07d}", auto_insert_metric_name=False,
