@@ -260,6 +260,9 @@ def pretrain(
                                      "base, large, albert-base."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of pretraining options (see "
                                        "configs/pretrain/); command-line options override it."),
+    init_from: str | None = typer.Option(None, help="Continue pretraining from this model's weights (a model "
+                                         "directory, registry reference or NAME[@FINGERPRINT]); its architecture "
+                                         "replaces the preset and its vocab.txt must be the examples' vocabulary."),
     max_steps: int | None = typer.Option(None, help="Optimizer steps to train for (default 1000)."),
     max_tokens: int | None = typer.Option(None, help="Token budget; the smaller of this and max_steps wins."),
     micro_batch_size: int | None = typer.Option(None, help="Sequences per device per forward pass (default 32)."),
@@ -291,7 +294,7 @@ def pretrain(
         if not devices.isdigit():
             _fail(f"--devices must be a number or 'auto', got {devices!r}", code=2)
         dev = int(devices)
-    overrides = dict(model=model, max_steps=max_steps, max_tokens=max_tokens, micro_batch_size=micro_batch_size,
+    overrides = dict(model=model, init_from=init_from, max_steps=max_steps, max_tokens=max_tokens, micro_batch_size=micro_batch_size,
                      accumulate_grad_batches=accumulate_grad_batches, lr=lr, optimizer=optimizer, schedule=schedule,
                      mask_prob=mask_prob, precision=precision, accelerator=accelerator, strategy=strategy,
                      devices=dev, num_nodes=num_nodes, compile=compile, num_workers=num_workers, seed=seed)

@@ -34,6 +34,12 @@ class PretrainConfig(StageConfig):
     model_overrides: dict[str, Any] = Field(
         default_factory=dict, description="ModelConfig fields to change on top of the preset, e.g. "
         "{hidden_dropout: 0.0, max_position_embeddings: 128}.")
+    init_from: str | None = Field(
+        default=None, description="Continue pretraining from this model's weights instead of random ones "
+        "(domain-adaptive or longer pretraining): a model directory (Hugging Face BERT/ALBERT layout or one of our "
+        "exports), a registry reference, or NAME[@FINGERPRINT] under DATA_DIR/models. Its architecture replaces "
+        "the model preset (then model_overrides must be empty) and its vocabulary must be the examples' own. "
+        "The schedule starts afresh (warmup, then decay); the run's fingerprint includes the weights' hash.")
 
     # ---- optimisation -------------------------------------------------------------------------
     optimizer: Literal["adamw", "lamb"] = Field(
@@ -117,6 +123,9 @@ class PretrainConfig(StageConfig):
         if self.model not in ModelConfig.preset_names():
             raise ValueError(f"unknown model preset {self.model!r}; choose one of "
                              f"{', '.join(ModelConfig.preset_names())}")
+        if self.init_from is not None and self.model_overrides:
+            raise ValueError(f"init_from takes the architecture from {self.init_from!r}; model_overrides "
+                             f"{self.model_overrides} cannot apply to it: drop them")
         if "vocab_size" in self.model_overrides:
             raise ValueError("model_overrides must not set vocab_size: it comes from the examples' vocabulary")
         if self.strategy == "fsdp" and self.accelerator == "cpu":

@@ -145,7 +145,8 @@ def model_card(name: str, version: str, location: str, lineage: dict[str, str], 
     lines = [
         "---", "library_name: transformers", "tags: [bert, pretraining, bertplat]", "---", "",
         f"# {name} ({version})", "",
-        f"A `{cfg.model}` {model_config.get('arch', 'bert').upper()} ({model_config['num_layers']} layers, hidden "
+        f"A {f'`{cfg.model}`' if cfg.init_from is None else f'model continued from `{cfg.init_from}`, a'} "
+        f"{model_config.get('arch', 'bert').upper()} ({model_config['num_layers']} layers, hidden "
         f"{model_config['hidden_size']}, vocabulary {model_config['vocab_size']:,}) pretrained by bertplat with "
         "masked language modelling" + (" and next-sentence / sentence-order prediction." if model_config.get(
             "sop_or_nsp_head", True) else "."), "",

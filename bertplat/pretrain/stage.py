@@ -13,6 +13,7 @@ run; a resume that would find only another run of the name (another config) is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -123,6 +124,72 @@ def model_config_for(source: ExamplesSource, cfg: PretrainConfig) -> ModelConfig
     return model
 
 
+@dataclasses.dataclass
+class InitModel:
+    """``init_from`` resolved: where the weights are, their content hash and the model they make."""
+
+    path: Path
+    digest: str  # hash_model_dir: config, weights and tokenizer files
+    model: BertPretrainingModel | None  # None once copied into the run's module
+    config: ModelConfig
+
+
+def load_init_model(ref: str, source: ExamplesSource, lake: Lake) -> InitModel:
+    """The model ``init_from`` names, checked against the examples before any work: a BERT-family model whose
+    vocabulary is the examples' own, long enough for their sequences. Its NSP/SOP head is dropped for MLM-only
+    examples, and a fresh one is built for NSP/SOP examples when it has none."""
+    from bertplat.finetune.evaluate import hash_model_dir
+    from bertplat.model.checkpoint import load_checkpoint
+    from bertplat.model.convert import import_hf
+    from bertplat.registry.refs import resolve_model
+
+    path = resolve_model(ref, lake)
+    try:
+        if "arch" in json.loads((path / "config.json").read_text(encoding="utf-8")):
+            model = load_checkpoint(path)  # bertplat's own layout (pre-LN exports)
+            config = model.config
+        else:
+            model, config = import_hf(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"init_from {ref!r} ({path}) cannot be loaded as a BERT-family model: {exc}") from None
+    check_same_vocabulary(path, source, ref)
+    if config.pad_token_id != source.vocab_info.pad_id:
+        raise ValueError(f"init_from {ref!r} pads with token id {config.pad_token_id}, the examples' vocabulary with "
+                         f"{source.vocab_info.pad_id}; use the vocabulary the model was trained with")
+    if source.max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"the examples are up to {source.max_seq_length} tokens long but init_from {ref!r} has "
+                         f"max_position_embeddings={config.max_position_embeddings}; build shorter examples")
+    config = dataclasses.replace(config, sop_or_nsp_head=source.has_nsp)
+    return InitModel(path=path, digest=hash_model_dir(path), model=model, config=config)
+
+
+def check_same_vocabulary(model_dir: Path, source: ExamplesSource, ref: str) -> None:
+    """The model's vocab.txt holds the examples' vocabulary, token for token (the ids in the examples index it)."""
+    from bertplat.finetune.evaluate import tokenizer_dir
+
+    mine, theirs = source.vocab.path / "vocab.txt", tokenizer_dir(model_dir) / "vocab.txt"
+    if not theirs.is_file() or not mine.is_file():
+        raise ValueError(f"init_from {ref!r}: no vocab.txt in {tokenizer_dir(model_dir)} to compare with the examples' "
+                         f"vocabulary {source.vocab.ref()}; continued pretraining needs a WordPiece vocab.txt")
+    a = mine.read_text(encoding="utf-8").splitlines()
+    b = theirs.read_text(encoding="utf-8").splitlines()
+    if a != b:
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        x, y = (v[i] if i < len(v) else "<end>" for v in (a, b))
+        raise ValueError(f"init_from {ref!r} has another vocabulary than the examples ({source.vocab.ref()}): "
+                         f"{len(b):,} tokens against {len(a):,}, first difference at id {i} ({y!r} in the model, "
+                         f"{x!r} in the examples). Build the examples with the vocabulary the model was trained with.")
+
+
+def load_initial_weights(model: BertPretrainingModel, init: InitModel) -> None:
+    """Copy ``init``'s weights into ``model``; only an NSP/SOP head may be left fresh or dropped."""
+    missing, unexpected = model.load_state_dict(init.model.state_dict(), strict=False)
+    head = ("nsp.", "sop.", "seq_relationship")
+    bad = [k for k in [*missing, *unexpected] if not any(h in k for h in head)]
+    if bad:
+        raise ValueError(f"init_from {init.path}: weights that do not fit the model: {bad[:5]}")
+
+
 def check_config(source: ExamplesSource, cfg: PretrainConfig) -> None:
     if source.static and cfg.mask_prob is not None:
         raise ValueError(f"{source.handle.ref()} is statically masked (masks are in the examples), so mask_prob "
@@ -140,8 +207,9 @@ def total_steps_for(source: ExamplesSource, cfg: PretrainConfig, world_size: int
     return min(budgets)
 
 
-def run_fingerprint(source: ExamplesSource, cfg: PretrainConfig) -> str:
-    return fingerprint(KIND, cfg.fingerprint_json(), [f"examples:{source.handle.fingerprint}"], SCHEMA_VERSION)
+def run_fingerprint(source: ExamplesSource, cfg: PretrainConfig, init: InitModel | None = None) -> str:
+    parents = [f"examples:{source.handle.fingerprint}"] + ([f"init:{init.digest}"] if init is not None else [])
+    return fingerprint(KIND, cfg.fingerprint_json(), parents, SCHEMA_VERSION)
 
 
 # ---- the run directory -----------------------------------------------------------------------------
@@ -320,8 +388,9 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     progress = progress or NullProgress()
     source = ExamplesSource.open(examples, lake)
     check_config(source, config)
-    model_cfg = model_config_for(source, config)
-    fp = run_fingerprint(source, config)
+    init = load_init_model(config.init_from, source, lake) if config.init_from is not None else None
+    model_cfg = init.config if init is not None else model_config_for(source, config)
+    fp = run_fingerprint(source, config, init)
     manifest = find_export(lake, name, fp)
     if manifest is not None:  # same examples, same config: the model exists (the run is left as it is)
         return reused_result(name, fp, source, manifest, lake, start)
@@ -354,6 +423,9 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
 
     pl.seed_everything(config.seed, workers=False, verbose=False)  # the initial weights
     module = PretrainModule(model_cfg.to_dict(), config.model_dump(mode="json"), total)
+    if init is not None:  # continued pretraining (a resumed run's checkpoint then overrides these weights)
+        load_initial_weights(module.model, init)
+        init.model = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # our checkpoints hold no pickles
     finally:
@@ -370,7 +442,7 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
                                   f"of {total}; checkpoint {state['checkpoint']}. Resume with the same command "
                                   f"and --resume (resume=True, run_dir={str(run_dir)!r}).")
     try:
-        result = finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start)
+        result = finish(name, fp, run_dir, source, config, model_cfg, lake, resumed, start, init)
     finally:
         if publish is not None:
             publish.publish()  # metrics.json and the loss curve, written by finish
@@ -378,16 +450,17 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
 
 
 def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,
-           lake: Lake, resumed: int | None, start: float) -> PretrainResult:
+           lake: Lake, resumed: int | None, start: float, init: InitModel | None = None) -> PretrainResult:
     """History, metrics, plot and gate from the run directory; the export when the gate passes."""
     history = read_history(run_dir / "logs" / "csv")
     write_metrics(history, run_dir)
-    plot_run(history, run_dir / "loss_curve.png", f"pretraining {name} ({cfg.model}) on {source.handle.ref()}")
+    what = cfg.model if cfg.init_from is None else f"from {cfg.init_from}"
+    plot_run(history, run_dir / "loss_curve.png", f"pretraining {name} ({what}) on {source.handle.ref()}")
     report = gate(history, cfg, f"{KIND}/{name}@{fp}")
     metrics = final_metrics(history)
     if not report.passed:
         raise GateError(report, report.write(lake.data_dir / "reports"))
-    model_dir = export_model(name, fp, run_dir, source, cfg, model_cfg, lake, metrics, report)
+    model_dir = export_model(name, fp, run_dir, source, cfg, model_cfg, lake, metrics, report, init)
     result = _result(name, fp, run_dir, model_dir, source, int(metrics["steps"]), metrics, report, resumed, start)
     return result.model_copy(update={"export_format": export_format(model_cfg)})
 
@@ -416,13 +489,16 @@ def load_trained_model(checkpoint: Path, model_cfg: ModelConfig) -> BertPretrain
 
 
 def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig,
-                 model_cfg: ModelConfig, lake: Lake, metrics: dict[str, float], report: GateReport) -> Path:
+                 model_cfg: ModelConfig, lake: Lake, metrics: dict[str, float], report: GateReport,
+                 init: InitModel | None = None) -> Path:
     """HF directory + README.md model card + _manifest.json, renamed into place whole."""
     model = load_trained_model(run_dir / "checkpoints" / "last.ckpt", model_cfg)
     final = lake.data_dir / "models" / name / fp
     parents = [p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]
     lineage = {"examples": source.handle.ref(), "vocab": source.vocab.ref(),
                **{f"corpus {p['name']}": f"corpus/{p['name']}@{p['fingerprint']}" for p in parents}, "run": str(run_dir)}
+    if init is not None:
+        lineage["initial weights"] = f"{init.path} (sha256 {init.digest})"
 
     def write(tmp: Path) -> None:
         if export_format(model_cfg) == "huggingface":
@@ -440,7 +516,8 @@ def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg:
             (tmp / "loss_curve.png").write_bytes(plot.read_bytes())
         (tmp / "README.md").write_text(model_card(name, fp, str(final), lineage, cfg, model_cfg.to_dict(), metrics,
                                                   report, plot.is_file()), encoding="utf-8")
-        write_json_atomic(tmp / "_manifest.json", _manifest(name, fp, source, cfg, model_cfg, metrics, report, run_dir))
+        write_json_atomic(tmp / "_manifest.json",
+                          _manifest(name, fp, source, cfg, model_cfg, metrics, report, run_dir, init))
 
     write_dir_atomically(final, write, overwrite=True)
     lake.publish(final)  # on an object store: the files, then the manifest (the commit marker)
@@ -448,7 +525,8 @@ def export_model(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg:
 
 
 def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,
-              metrics: dict[str, float], report: GateReport, run_dir: Path) -> dict[str, Any]:
+              metrics: dict[str, float], report: GateReport, run_dir: Path, init: InitModel | None = None
+              ) -> dict[str, Any]:
     import datetime as dt
 
     from bertplat import __version__
@@ -456,6 +534,8 @@ def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, m
     parents = [source.handle.model_dump(include={"kind", "name", "fingerprint"}),
                source.vocab.model_dump(include={"kind", "name", "fingerprint"}),
                *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
+    if init is not None:  # continued pretraining: the weights it started from
+        parents.append({"kind": "model", "name": init.path.name, "fingerprint": init.digest, "path": str(init.path)})
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name, "fingerprint": fp,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "bertplat_version": __version__, "format": export_format(model_cfg), "parents": parents,
