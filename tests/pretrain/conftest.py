@@ -87,3 +87,18 @@ def lake(demo_lake, tmp_path) -> Lake:
 @pytest.fixture()
 def examples(lake):
     return lake.latest("examples", "demo")
+
+
+TRAIN = dict(model="tiny", micro_batch_size=32, lr=3e-3, warmup_steps=6, max_steps=60, val_every_n_steps=20,
+             val_examples=512, log_every_n_steps=5, checkpoint_every_n_steps=30, min_val_mlm_accuracy=0.02)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_lake, tmp_path_factory):
+    """60 steps of the tiny preset on the demo examples (about 8 s on two cores), once per test module."""
+    from bertplat.pretrain import PretrainConfig, run_pretrain
+
+    data = tmp_path_factory.mktemp("trained") / "data"
+    shutil.copytree(demo_lake.root, data / "lake")
+    lake = Lake(str(data))
+    return lake, run_pretrain(lake.latest("examples", "demo"), "tiny-demo", PretrainConfig(**TRAIN), lake)

@@ -10,24 +10,12 @@ import pytest
 import torch
 
 from bertplat.config import ConfigError
-from bertplat.lake import Lake
 from bertplat.pretrain import PretrainConfig, run_pretrain
 from bertplat.pretrain.datamodule import ExamplesSource
 from bertplat.pretrain.module import PretrainModule
 from bertplat.pretrain.report import read_history
 from bertplat.pretrain.stage import load_init_model, load_initial_weights, run_fingerprint
-
-TRAIN = dict(model="tiny", micro_batch_size=32, lr=3e-3, warmup_steps=6, max_steps=60, val_every_n_steps=20,
-             val_examples=512, log_every_n_steps=5, checkpoint_every_n_steps=30, min_val_mlm_accuracy=0.02)
-
-
-@pytest.fixture(scope="module")
-def first(demo_lake, tmp_path_factory):
-    """60 steps of the tiny preset from random weights: the model to continue from."""
-    data = tmp_path_factory.mktemp("init") / "data"
-    shutil.copytree(demo_lake.root, data / "lake")
-    lake = Lake(str(data))
-    return lake, run_pretrain(lake.latest("examples", "demo"), "first", PretrainConfig(**TRAIN), lake)
+from tests.pretrain.conftest import TRAIN
 
 
 def _train_losses(run_dir) -> list[float]:
@@ -35,11 +23,11 @@ def _train_losses(run_dir) -> list[float]:
 
 
 @pytest.mark.slow
-def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(first):
-    lake, base = first
+def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(trained):
+    lake, base = trained
     examples = lake.latest("examples", "demo")
     source = ExamplesSource.open(examples, lake)
-    init = load_init_model(f"first@{base.fingerprint}", source, lake)
+    init = load_init_model(f"tiny-demo@{base.fingerprint}", source, lake)
     assert init.path == base.model_dir and init.config.num_layers == 2
 
     # the module's weights before the first step are the export's, exactly
@@ -65,8 +53,8 @@ def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(first
     assert f"continued from `{base.model_dir}`" in card and init.digest in card
 
 
-def test_continued_pretraining_refuses_what_cannot_fit_before_any_work(first, tmp_path):
-    lake, base = first
+def test_continued_pretraining_refuses_what_cannot_fit_before_any_work(trained, tmp_path):
+    lake, base = trained
     examples = lake.latest("examples", "demo")
     other = tmp_path / "other_vocab"
     shutil.copytree(base.model_dir, other)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from itertools import islice
 
 import pytest
 import torch
 
 from bertplat.config import ConfigError
-from bertplat.lake import Lake
 from bertplat.model import ModelConfig
 from bertplat.pretrain import PretrainConfig, run_pretrain
 from bertplat.pretrain.data import StreamLayout, TrainStreams
@@ -20,18 +18,7 @@ from bertplat.pretrain.datamodule import ExamplesSource, PretrainDataModule
 from bertplat.pretrain.report import gate, read_history, series
 from bertplat.pretrain.stage import load_trained_model, run_fingerprint, total_steps_for
 from bertplat.validation import GateError
-
-TRAIN = dict(model="tiny", micro_batch_size=32, lr=3e-3, warmup_steps=6, max_steps=60, val_every_n_steps=20,
-             val_examples=512, log_every_n_steps=5, checkpoint_every_n_steps=30, min_val_mlm_accuracy=0.02)
-
-
-@pytest.fixture(scope="module")
-def trained(demo_lake, tmp_path_factory):
-    """60 steps of the tiny preset on the demo examples (about 8 s on two cores)."""
-    data = tmp_path_factory.mktemp("trained") / "data"
-    shutil.copytree(demo_lake.root, data / "lake")
-    lake = Lake(str(data))
-    return lake, run_pretrain(lake.latest("examples", "demo"), "tiny-demo", PretrainConfig(**TRAIN), lake)
+from tests.pretrain.conftest import TRAIN
 
 
 @pytest.mark.slow
