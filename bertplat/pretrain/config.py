@@ -137,8 +137,10 @@ class PretrainConfig(StageConfig):
         return self
 
     def fingerprint_json(self) -> str:
-        """Canonical JSON of the fields that decide what is computed (see OPERATIONAL_FIELDS)."""
-        data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+        """Canonical JSON of the fields that decide what is computed (see OPERATIONAL_FIELDS). ``init_from`` is
+        left out: the run fingerprint takes the hash of the weights it names instead (a name can move, the
+        weights cannot), and runs without it keep the fingerprints they had before it existed."""
+        data = self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS) | {"init_from"})
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def resolved_precision(self, cuda: bool) -> str:

@@ -45,6 +45,8 @@ def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(train
     # the first run began near ln(vocab) = 8.3; the continued one begins where the first one ended
     assert after[0] < before[0] - 0.5 and abs(after[0] - before[-1]) < 0.5, (before, after)
     assert cont.fingerprint != run_fingerprint(source, PretrainConfig(**short))
+    # the weights decide, not the name they were given by
+    assert PretrainConfig(**short, init_from="x").fingerprint_json() == PretrainConfig(**short).fingerprint_json()
     manifest = json.loads((cont.model_dir / "_manifest.json").read_text(encoding="utf-8"))
     parent = [p for p in manifest["parents"] if p["kind"] == "model"]
     assert parent == [{"kind": "model", "name": base.model_dir.name, "fingerprint": init.digest,
