@@ -181,6 +181,13 @@ def check_same_vocabulary(model_dir: Path, source: ExamplesSource, ref: str) -> 
                          f"{x!r} in the examples). Build the examples with the vocabulary the model was trained with.")
 
 
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def load_initial_weights(model: BertPretrainingModel, init: InitModel) -> None:
     """Copy ``init``'s weights into ``model``; only an NSP/SOP head may be left fresh or dropped."""
     missing, unexpected = model.load_state_dict(init.model.state_dict(), strict=False)
@@ -534,8 +541,11 @@ def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, m
     parents = [source.handle.model_dump(include={"kind", "name", "fingerprint"}),
                source.vocab.model_dump(include={"kind", "name", "fingerprint"}),
                *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
-    if init is not None:  # continued pretraining: the weights it started from
-        parents.append({"kind": "model", "name": init.path.name, "fingerprint": init.digest, "path": str(init.path)})
+    if init is not None:  # continued pretraining: the weights it started from, named as fine-tuning names its base
+        base = _read_json_or_empty(init.path / "_manifest.json")
+        parents.append({"kind": "model", "name": base.get("name", init.path.name),
+                        "fingerprint": base.get("fingerprint", init.digest), "sha256": init.digest,
+                        "path": str(init.path.resolve())})
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name, "fingerprint": fp,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "bertplat_version": __version__, "format": export_format(model_cfg), "parents": parents,

@@ -49,8 +49,8 @@ def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(train
     assert PretrainConfig(**short, init_from="x").fingerprint_json() == PretrainConfig(**short).fingerprint_json()
     manifest = json.loads((cont.model_dir / "_manifest.json").read_text(encoding="utf-8"))
     parent = [p for p in manifest["parents"] if p["kind"] == "model"]
-    assert parent == [{"kind": "model", "name": base.model_dir.name, "fingerprint": init.digest,
-                       "path": str(base.model_dir)}]
+    assert parent == [{"kind": "model", "name": "tiny-demo", "fingerprint": base.fingerprint, "sha256": init.digest,
+                       "path": str(base.model_dir.resolve())}]
     card = (cont.model_dir / "README.md").read_text(encoding="utf-8")
     assert f"continued from `{base.model_dir}`" in card and init.digest in card
 
