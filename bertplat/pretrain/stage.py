@@ -83,6 +83,7 @@ class PretrainResult(BaseModel):
     export_format: str = "huggingface"  # or "bertplat" for pre-LN models, which HF BERT cannot express
     reused: bool = False  # the export with this fingerprint existed: nothing was trained or written
     resumed_from: str | None = None  # the checkpoint file resumed from (not last.ckpt when that was unreadable)
+    initial_weights: str | None = None  # init_from as given: the model this run continued
 
     def summary(self) -> str:
         if self.rank:
@@ -92,8 +93,9 @@ class PretrainResult(BaseModel):
         resumed = f" (resumed at step {self.resumed_from_step})" if self.resumed_from_step else ""
         if self.resumed_from and self.resumed_from != "last.ckpt":
             resumed = f" (resumed at step {self.resumed_from_step} from {self.resumed_from}: last.ckpt was unreadable)"
-        done = (f"already up to date, {self.steps:,} steps on examples {self.examples.name}" if self.reused else
-                f"{self.steps:,} steps on examples {self.examples.name}{resumed} in {self.elapsed_s:.0f}s")
+        start = f" from {self.initial_weights}" if self.initial_weights else ""
+        done = (f"already up to date, {self.steps:,} steps{start} on examples {self.examples.name}" if self.reused
+                else f"{self.steps:,} steps{start} on examples {self.examples.name}{resumed} in {self.elapsed_s:.0f}s")
         return (f"model {self.name}@{self.fingerprint}: {done}; validation MLM accuracy "
                 f"{m.get('val/mlm_acc', float('nan')):.3f}, "
                 f"perplexity {m.get('val/mlm_ppl', float('nan')):.1f}{nsp}\n"
@@ -400,7 +402,8 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     fp = run_fingerprint(source, config, init)
     manifest = find_export(lake, name, fp)
     if manifest is not None:  # same examples, same config: the model exists (the run is left as it is)
-        return reused_result(name, fp, source, manifest, lake, start)
+        return reused_result(name, fp, source, manifest, lake, start).model_copy(
+            update={"initial_weights": config.init_from})
     default_dir = lake.data_dir / "runs" / f"{name}-{fp}"
     if resume and refuse_other_runs and not run_dir and not (default_dir / "checkpoints").is_dir():
         check_resume(lake, name, fp, config, source)
@@ -453,7 +456,7 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     finally:
         if publish is not None:
             publish.publish()  # metrics.json and the loss curve, written by finish
-    return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None})
+    return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None, "initial_weights": config.init_from})
 
 
 def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,

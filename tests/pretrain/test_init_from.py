@@ -51,6 +51,7 @@ def test_a_continued_run_starts_from_the_weights_it_names_and_records_them(train
     parent = [p for p in manifest["parents"] if p["kind"] == "model"]
     assert parent == [{"kind": "model", "name": "tiny-demo", "fingerprint": base.fingerprint, "sha256": init.digest,
                        "path": str(base.model_dir.resolve())}]
+    assert f"10 steps from {base.model_dir} on examples demo" in cont.summary()
     card = (cont.model_dir / "README.md").read_text(encoding="utf-8")
     assert f"continued from `{base.model_dir}`" in card and init.digest in card
 
