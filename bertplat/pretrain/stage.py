@@ -183,13 +183,6 @@ def check_same_vocabulary(model_dir: Path, source: ExamplesSource, ref: str) -> 
                          f"{x!r} in the examples). Build the examples with the vocabulary the model was trained with.")
 
 
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def load_initial_weights(model: BertPretrainingModel, init: InitModel) -> None:
     """Copy ``init``'s weights into ``model``; only an NSP/SOP head may be left fresh or dropped."""
     missing, unexpected = model.load_state_dict(init.model.state_dict(), strict=False)
@@ -545,7 +538,7 @@ def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, m
                source.vocab.model_dump(include={"kind", "name", "fingerprint"}),
                *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
     if init is not None:  # continued pretraining: the weights it started from, named as fine-tuning names its base
-        base = _read_json_or_empty(init.path / "_manifest.json")
+        base = _read_json(init.path / "_manifest.json")
         parents.append({"kind": "model", "name": base.get("name", init.path.name),
                         "fingerprint": base.get("fingerprint", init.digest), "sha256": init.digest,
                         "path": str(init.path.resolve())})
