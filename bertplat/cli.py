@@ -294,8 +294,8 @@ def pretrain(
         if not devices.isdigit():
             _fail(f"--devices must be a number or 'auto', got {devices!r}", code=2)
         dev = int(devices)
-    overrides = dict(model=model, init_from=init_from, max_steps=max_steps, max_tokens=max_tokens, micro_batch_size=micro_batch_size,
-                     accumulate_grad_batches=accumulate_grad_batches, lr=lr, optimizer=optimizer, schedule=schedule,
+    overrides = dict(model=model, init_from=init_from, max_steps=max_steps, max_tokens=max_tokens,
+                     micro_batch_size=micro_batch_size, accumulate_grad_batches=accumulate_grad_batches, lr=lr, optimizer=optimizer, schedule=schedule,
                      mask_prob=mask_prob, precision=precision, accelerator=accelerator, strategy=strategy,
                      devices=dev, num_nodes=num_nodes, compile=compile, num_workers=num_workers, seed=seed)
     cfg = _run(PretrainConfig.from_yaml, config, **overrides) if config else _run(PretrainConfig.build, {}, overrides)

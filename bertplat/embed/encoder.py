@@ -14,6 +14,7 @@ pooled straight from the unpadded rows.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -310,11 +311,12 @@ class OneDnnLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias, self.post, [],
-                                               self.algorithm)
+        x = x.reshape(-1, shape[-1]).contiguous()
+        y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.post, [], self.algorithm)
         return y.reshape(*shape[:-1], self.out_features)
 
 
+@functools.cache
 def onednn_available() -> bool:
     """Whether this torch has oneDNN's packed float32 Linear (x86 builds do); probed on a tiny product."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):

@@ -108,15 +108,20 @@ def hash_model_dir(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def base_model_parent(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lineage entry of a base model directory (its manifest's name and fingerprint when bertplat made it,
+    else the directory's name and no fingerprint), and that manifest ({} when there is none)."""
+    manifest = Path(model_dir) / MANIFEST
+    m = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    return {"kind": "model", "name": m.get("name", Path(model_dir).name), "fingerprint": m.get("fingerprint"),
+            "path": str(Path(model_dir).resolve())}, m
+
+
 def model_lineage(model_dir: Path, task: DatasetHandle) -> list[dict[str, Any]]:
     """Parents of a fine-tuned model: the task dataset, the base model directory and, when the base has a
     bertplat manifest, the base model and its own parents."""
-    parents: list[dict[str, Any]] = [task.model_dump(include={"kind", "name", "fingerprint"})]
-    manifest = Path(model_dir) / MANIFEST
-    m = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-    base = {"kind": "model", "name": m.get("name", Path(model_dir).name), "fingerprint": m.get("fingerprint"),
-            "path": str(Path(model_dir).resolve())}
-    parents.append(base)
+    base, m = base_model_parent(model_dir)
+    parents: list[dict[str, Any]] = [task.model_dump(include={"kind", "name", "fingerprint"}), base]
     parents.extend(p for p in m.get("parents", []) if p not in parents)
     return parents
 

@@ -27,7 +27,7 @@ from bertplat.model.hf_dir import (  # noqa: F401  (TOKENIZER_FILES: re-exported
 )
 
 __all__ = ["HEAD_LAYOUTS", "check_vocabulary", "config_from_hf", "export_hf", "from_hf_state_dict",
-           "hf_config_dict", "hf_key_map", "import_hf", "mean_pool", "read_hf_config", "to_hf_state_dict"]
+           "hf_config_dict", "hf_key_map", "import_hf", "load_model_dir", "mean_pool", "read_hf_config", "to_hf_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +346,18 @@ def export_hf(model: BertPretrainingModel, out_dir: str | Path, tokenizer_dir: s
         for tied in _tied_hf_keys(config, f"{config.arch}."):
             del sd[tied]
     return write_hf_dir(out_dir, hf_config, sd, tokenizer_dir, overwrite)
+
+
+def load_model_dir(model_dir: str | Path) -> tuple[BertPretrainingModel, ModelConfig]:
+    """A BERT-family model from a directory in either layout: Hugging Face's (`import_hf`) or bertplat's own
+    checkpoint, as pretraining exports pre-LN models (`load_checkpoint`)."""
+    from bertplat.model.checkpoint import load_checkpoint
+
+    _, hf, _ = read_hf_config(model_dir)
+    if "model_type" not in hf and "arch" in hf:
+        model = load_checkpoint(model_dir)
+        return model, model.config
+    return import_hf(model_dir)
 
 
 def import_hf(model_dir: str | Path, **overrides) -> tuple[BertPretrainingModel, ModelConfig]:

@@ -141,17 +141,12 @@ def load_init_model(ref: str, source: ExamplesSource, lake: Lake) -> InitModel:
     vocabulary is the examples' own, long enough for their sequences. Its NSP/SOP head is dropped for MLM-only
     examples, and a fresh one is built for NSP/SOP examples when it has none."""
     from bertplat.finetune.evaluate import hash_model_dir
-    from bertplat.model.checkpoint import load_checkpoint
-    from bertplat.model.convert import import_hf
+    from bertplat.model.convert import load_model_dir
     from bertplat.registry.refs import resolve_model
 
     path = resolve_model(ref, lake)
     try:
-        if "arch" in json.loads((path / "config.json").read_text(encoding="utf-8")):
-            model = load_checkpoint(path)  # bertplat's own layout (pre-LN exports)
-            config = model.config
-        else:
-            model, config = import_hf(path)
+        model, config = load_model_dir(path)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"init_from {ref!r} ({path}) cannot be loaded as a BERT-family model: {exc}") from None
     check_same_vocabulary(path, source, ref)
@@ -186,8 +181,7 @@ def check_same_vocabulary(model_dir: Path, source: ExamplesSource, ref: str) -> 
 def load_initial_weights(model: BertPretrainingModel, init: InitModel) -> None:
     """Copy ``init``'s weights into ``model``; only an NSP/SOP head may be left fresh or dropped."""
     missing, unexpected = model.load_state_dict(init.model.state_dict(), strict=False)
-    head = ("nsp.", "sop.", "seq_relationship")
-    bad = [k for k in [*missing, *unexpected] if not any(h in k for h in head)]
+    bad = [k for k in [*missing, *unexpected] if not k.startswith("nsp.")]  # the NSP/SOP head is `nsp`
     if bad:
         raise ValueError(f"init_from {init.path}: weights that do not fit the model: {bad[:5]}")
 
@@ -449,7 +443,8 @@ def run_pretrain(examples: DatasetHandle, name: str, config: PretrainConfig, lak
     finally:
         if publish is not None:
             publish.publish()  # metrics.json and the loss curve, written by finish
-    return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None, "initial_weights": config.init_from})
+    return result.model_copy(update={"resumed_from": ckpt.name if ckpt else None,
+                                     "initial_weights": config.init_from})
 
 
 def finish(name: str, fp: str, run_dir: Path, source: ExamplesSource, cfg: PretrainConfig, model_cfg: ModelConfig,
@@ -538,10 +533,9 @@ def _manifest(name: str, fp: str, source: ExamplesSource, cfg: PretrainConfig, m
                source.vocab.model_dump(include={"kind", "name", "fingerprint"}),
                *[p for p in source.manifest.get("parents", []) if p.get("kind") == "corpus"]]
     if init is not None:  # continued pretraining: the weights it started from, named as fine-tuning names its base
-        base = _read_json(init.path / "_manifest.json")
-        parents.append({"kind": "model", "name": base.get("name", init.path.name),
-                        "fingerprint": base.get("fingerprint", init.digest), "sha256": init.digest,
-                        "path": str(init.path.resolve())})
+        from bertplat.finetune.evaluate import base_model_parent
+
+        parents.append({**base_model_parent(init.path)[0], "sha256": init.digest})
     return {"schema_version": SCHEMA_VERSION, "kind": KIND, "name": name, "fingerprint": fp,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "bertplat_version": __version__, "format": export_format(model_cfg), "parents": parents,
