@@ -26,10 +26,18 @@ import torch.nn.functional as F
 from bertplat.model.dropout import dropout
 from bertplat.model.padding import pad_input
 
-try:  # torch >= 2.10; absent or CPU-only builds fall back below
-    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
-except ImportError:  # pragma: no cover - depends on the torch build
-    _varlen_attn = None
+
+def _load_varlen_attn():
+    try:  # torch >= 2.10; absent builds fall back below
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # pragma: no cover - depends on the torch build
+        return None
+    return varlen_attn
+
+
+# varlen runs on CUDA only, and its module imports torch._dynamo: 1.7 s that every command loading a model
+# (`bertplat search` embedding one query) paid on a machine without a GPU
+_varlen_attn = _load_varlen_attn() if torch.cuda.is_available() else None
 
 UNPADDED_IMPLS = ("auto", "varlen", "jagged", "padded")
 _HALF = (torch.float16, torch.bfloat16)
