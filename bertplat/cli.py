@@ -157,6 +157,9 @@ def ingest(
     near_dedup: float | None = typer.Option(None, help="Also drop near-duplicate documents (MinHash + LSH over "
                                             "5-word shingles) whose estimated Jaccard similarity to an earlier "
                                             "one reaches this, e.g. 0.8 (default off)."),
+    languages: list[str] | None = typer.Option(None, "--language", help="Keep only documents identified as this "
+                                               "language, an ISO 639 code such as en or zh (repeatable; "
+                                               "quality.languages; default: no language identification)."),
     cluster: str | None = typer.Option(None, help="Run the tasks on this Dask scheduler, e.g. tcp://host:8786 "
                                        "(default $BERTPLAT_DASK_ADDRESS, else local processes). Same output."),
     workers: int | None = typer.Option(None, help="Worker processes (default: all cores)."),
@@ -174,6 +177,8 @@ def ingest(
     if near_dedup is not None:  # the threshold on top of the config's other near-dedup settings
         cfg = _run(IngestConfig.build, cfg.model_dump(),
                    {"near_dedup": {**cfg.near_dedup.model_dump(), "threshold": near_dedup}})
+    if languages:  # on top of the config's other quality settings
+        cfg = _run(IngestConfig.build, cfg.model_dump(), {"quality": {**cfg.quality.model_dump(), "languages": languages}})
     result = _run(run_ingest, paths, name, cfg, lake, catalog, progress=_progress())
     typer.echo(result.summary())
     _report_deferred(catalog, result)

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bertplat.config import StageConfig
 from bertplat.ingest.neardup import NEAR_DEDUP_ALGORITHM, NearDedup
-from bertplat.ingest.quality import QualityFilters
+from bertplat.ingest.quality import LANGUAGE_MODEL, QualityFilters
 
 Format = Literal["auto", "text", "jsonl", "json", "csv", "tsv", "parquet", "wikiextractor", "gutenberg"]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
@@ -166,4 +166,9 @@ class IngestConfig(StageConfig):
             data["near_dedup"].pop("exact_shingles")    # added later: configs without near-dedup keep their versions
         else:
             data["near_dedup"]["algorithm"] = NEAR_DEDUP_ALGORITHM
+        if self.quality.languages is None:  # added later: configs without language identification keep their versions
+            for key in ("languages", "min_language_score", "language_sample_chars"):
+                data["quality"].pop(key)
+        else:
+            data["quality"]["language_model"] = LANGUAGE_MODEL
         return json.dumps(data, sort_keys=True, separators=(",", ":"))

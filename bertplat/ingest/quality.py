@@ -6,6 +6,11 @@ query what a filter removed before trusting it. The rules follow Gopher (Rae et 
 appendix A: word count, mean word length, symbol share, lines without end punctuation, repeated
 lines and n-grams), with one change for Chinese: every CJK character counts as a word.
 
+Language identification (``languages``) uses py3langid, langid.py's naive Bayes model over byte n-grams
+(Lui and Baldwin 2012), which ships inside its PyPI package: nothing is downloaded at run time. It reads the first
+``language_sample_chars`` characters of each document that passed the other filters, and keeps the document when
+its most probable language is one of ``languages`` with a probability of at least ``min_language_score``.
+
 Mojibake (text decoded with the wrong code page, ``庇谑欠纸鸹啡?崛≈新罚??``) is measured as the
 share of characters that are U+FFFD, a ``?`` touching a CJK character, or a UTF-8-read-as-Latin-1
 pair (``Ã©``, ``â€``). Lines over ``max_mojibake_line_share`` are dropped from the text (books hold
@@ -14,6 +19,7 @@ a few garbled lines among good ones); a document over ``max_mojibake_share`` is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +39,8 @@ QUALITY_REASONS = {
     "quality_mojibake": "share of garbled characters (U+FFFD, '?' in CJK text, Ã©-style pairs) over "
                         "quality.max_mojibake_share",
     "quality_mojibake_line": "a garbled line dropped from a document (the document is kept)",
+    "quality_language": "identified language not in quality.languages, or its probability under "
+                        "quality.min_language_score",
     "near_duplicate": "a near-copy (MinHash Jaccard estimate >= near_dedup.threshold) of an earlier document",
 }
 
@@ -77,6 +85,30 @@ class QualityFilters(BaseModel):
         default=0.02, ge=0, le=1, description="Drop lines (of 20 characters or more) where more than this share "
         "of characters are garbled; each dropped line is listed in the rejects table. None: keep them.")
 
+    languages: tuple[str, ...] | None = Field(
+        default=None, description="Keep only documents whose identified language is one of these codes (ISO 639: "
+        "en, zh, de, ...; `bertplat.ingest.quality.language_codes()` lists the 140 the model knows). The model "
+        "(py3langid) ships inside its PyPI package. None: no language identification.")
+    min_language_score: float = Field(default=0.5, ge=0, le=1, description="With languages: the probability the "
+                                      "identifier gives a kept language must reach this; shorter or mixed texts "
+                                      "below it are rejected.")
+    language_sample_chars: int = Field(default=1000, ge=20, description="With languages: characters from the start "
+                                       "of each document that the identifier reads (its cost grows with them).")
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value):
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("languages must name at least one language code, or be left out (null) to turn "
+                             "language identification off")
+        known = language_codes()
+        unknown = [code for code in value if code not in known]
+        if unknown:
+            raise ValueError(f"unknown language codes {unknown}; the identifier knows {sorted(known)}")
+        return tuple(value)
+
     @field_validator("mean_word_length")
     @classmethod
     def _ordered(cls, value):
@@ -92,6 +124,36 @@ class QualityFilters(BaseModel):
                 if not 1 <= n <= 20 or not 0 <= share <= 1:
                     raise ValueError(f"n-gram thresholds need 1 <= n <= 20 and 0 <= share <= 1, got {n}: {share}")
         return value
+
+
+# the thresholds that reject whole documents (the others drop lines, or tune the language rule)
+DOCUMENT_RULES = ("min_words", "mean_word_length", "max_non_alpha_share", "max_lines_without_end_punct",
+                  "max_duplicate_line_share", "max_duplicate_line_char_share", "max_top_ngram_share",
+                  "max_duplicate_ngram_share", "max_mojibake_share", "languages")
+
+
+# in the fingerprint of a config that identifies languages: another model is another decision
+LANGUAGE_MODEL = "py3langid-0.4"
+
+
+@functools.cache
+def _identifier():
+    try:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    except ImportError:  # pragma: no cover - a dependency of bertplat
+        raise ValueError("quality.languages needs the py3langid package (pip install py3langid)") from None
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_codes() -> frozenset[str]:
+    """The language codes the identifier can return (``zxx``: no linguistic content)."""
+    return frozenset(_identifier().nb_classes)
+
+
+def identify_languages(texts: pa.StringArray, sample_chars: int) -> list[tuple[str, float]]:
+    """(most probable language, its probability) of each text, read from its first ``sample_chars`` characters."""
+    ident = _identifier()
+    return [ident.classify(t) for t in pc.utf8_slice_codeunits(texts, 0, sample_chars).to_pylist()]
 
 
 @dataclass
@@ -138,8 +200,7 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
             if j not in failed:
                 failed[int(j)] = Failure(int(j), reason, f"{values[j]:.4g} {what}")
 
-    # every threshold but max_mojibake_line_share (lines, applied in the worker) is a document rule
-    if all(getattr(cfg, f) is None for f in QualityFilters.model_fields if f != "max_mojibake_line_share"):
+    if all(getattr(cfg, f) is None for f in DOCUMENT_RULES):
         return []
     words = pc.utf8_split_whitespace(arr)
     parent = np.asarray(pc.list_parent_indices(words))
@@ -178,6 +239,14 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
         share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
         fail(share > cfg.max_mojibake_share, "quality_mojibake", share,
              f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")
+    if cfg.languages is not None:
+        # the costliest rule (about 0.2 ms a document, in Python) runs last, on the documents that passed the others
+        rows = np.array([j for j in range(n) if j not in failed], dtype=np.int64)
+        found = identify_languages(arr.take(pa.array(rows)), cfg.language_sample_chars) if len(rows) else []
+        limits = f"(languages={list(cfg.languages)}, min_language_score={cfg.min_language_score:g})"
+        for j, (lang, prob) in zip(rows.tolist(), found):
+            if lang not in cfg.languages or prob < cfg.min_language_score:
+                failed[j] = Failure(j, "quality_language", f"{prob:.4g} probability of {lang!r} {limits}")
     return [Failure(j + row_offset, failed[j].reason, failed[j].detail) for j in sorted(failed)]
 
 

@@ -126,7 +126,49 @@ def test_mojibake_documents_and_lines():
     assert [(row, line) for row, line, *_ in dropped] == [(0, 2)]
 
 
+EN = "The committee published its annual report on the state of the river and the fish that live in it."
+FR = "Le comité a publié son rapport annuel sur l'état de la rivière et des poissons qui y vivent."
+ZH = "委员会发布了关于这条河流及其中鱼类状况的年度报告。"
+
+
+def test_language_identification_keeps_the_named_languages():
+    got = failures([EN, FR, ZH, "Ok ok", "Ok ok ok ok ok."], languages=["en", "zh"], min_words=3)
+    assert set(got) == {1, 3, 4}
+    reason, detail = got[1]
+    assert reason == "quality_language" and " probability of 'fr' (languages=['en', 'zh'], min_language_score=0.5)" \
+        in detail and float(detail.split()[0]) > 0.9
+    # a filter earlier in the order keeps its reason: language identification runs on what passed the others
+    assert got[3][0] == "quality_too_few_words"
+    # too short to tell: the identifier's best guess has a probability under min_language_score
+    assert got[4][0] == "quality_language" and float(got[4][1].split()[0]) < 0.5
+    assert failures([EN, FR], languages=["fr"]).keys() == {0}
+
+
+def test_language_identification_reads_the_start_of_each_document():
+    from bertplat.ingest.quality import identify_languages
+
+    # the French tail is never read when the sample ends inside the English head
+    (lang, _), = identify_languages(pa.array([EN + " " + FR * 20]), sample_chars=len(EN))
+    assert lang == "en"
+    (lang, _), = identify_languages(pa.array([EN + " " + FR * 20]), sample_chars=100_000)
+    assert lang == "fr"
+
+
+def test_language_rule_in_an_ingest_is_queryable(ingest, tmp_path):
+    f = write(tmp_path / "docs.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in (EN, FR, ZH)))
+    result = ingest([f], quality={"languages": ["en"]}, max_reject_ratio=0.0)
+    assert result.counts["documents"] == 1 and result.counts["filtered"] == 2
+    rows = duckdb.sql(f"SELECT record, reason, detail FROM '{result.dataset.path}/rejects/*.parquet' "
+                      "ORDER BY record").fetchall()
+    assert [(r, reason) for r, reason, _ in rows] == [(2, "quality_language"), (3, "quality_language")]
+    assert "probability of 'fr'" in rows[0][2] and "probability of 'zh'" in rows[1][2]
+
+
 def test_quality_config_is_validated():
+    with pytest.raises(ValueError, match=r"unknown language codes \['english'\]; the identifier knows \[.*'en'"):
+        QualityFilters(languages=["english"])
+    with pytest.raises(ValueError, match="at least one language code"):
+        QualityFilters(languages=[])
     with pytest.raises(ValueError, match="mean_word_length"):
         QualityFilters(mean_word_length=(10, 3))
     with pytest.raises(ValueError, match="n-gram"):
