@@ -185,6 +185,11 @@ def ingest(
     if result.counts.get("rejects"):
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.get("reject_reasons", {}).items()))
         typer.echo(f"  rejects by reason: {reasons}")
+    if quality := result.stats.get("quality"):
+        removed = ", ".join(f"{k}: {v['documents']:,}" for k, v in sorted(quality.items(), key=lambda kv: -kv[1]["documents"])
+                            if v.get("documents"))
+        if removed:
+            typer.echo(f"  filtered by reason: {removed}")
 
 
 # -- vocab -------------------------------------------------------------------------------------
