@@ -144,14 +144,17 @@ def test_language_identification_keeps_the_named_languages():
     assert failures([EN, FR], languages=["fr"]).keys() == {0}
 
 
-def test_language_identification_reads_the_start_of_each_document():
+def test_language_identification_reads_the_middle_of_each_document():
     from bertplat.ingest.quality import identify_languages
 
-    # the French tail is never read when the sample ends inside the English head
-    (lang, _), = identify_languages(pa.array([EN + " " + FR * 20]), sample_chars=len(EN))
+    # a book opens with a title page and contents: the sample is centred, so only the English middle is read
+    text = FR * 10 + " " + EN + " " + FR * 10
+    (lang, _), = identify_languages(pa.array([text]), sample_chars=len(EN))
     assert lang == "en"
-    (lang, _), = identify_languages(pa.array([EN + " " + FR * 20]), sample_chars=100_000)
+    (lang, _), = identify_languages(pa.array([text]), sample_chars=100_000)
     assert lang == "fr"
+    (lang, _), = identify_languages(pa.array(["pad", ZH]).slice(1), sample_chars=len(EN))  # shorter than the sample
+    assert lang == "zh"
 
 
 def test_language_rule_in_an_ingest_is_queryable(ingest, tmp_path):
