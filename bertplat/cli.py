@@ -185,11 +185,15 @@ def ingest(
     if result.counts.get("rejects"):
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.stats.get("reject_reasons", {}).items()))
         typer.echo(f"  rejects by reason: {reasons}")
-    if quality := result.stats.get("quality"):
-        removed = ", ".join(f"{k}: {v['documents']:,}" for k, v in sorted(quality.items(), key=lambda kv: -kv[1]["documents"])
-                            if v.get("documents"))
-        if removed:
-            typer.echo(f"  filtered by reason: {removed}")
+    if quality := result.stats.get("quality"):  # documents per filter; the mojibake-line rule counts lines
+        counts = []
+        for reason, q in quality.items():
+            n = q.get("documents", q.get("lines", 0))
+            if n:
+                unit = "" if "documents" in q else (" line" if n == 1 else " lines")
+                counts.append((n, f"{reason}: {n:,}{unit}"))
+        if counts:
+            typer.echo("  filtered by reason: " + ", ".join(text for _, text in sorted(counts, key=lambda c: -c[0])))
 
 
 # -- vocab -------------------------------------------------------------------------------------

@@ -86,6 +86,20 @@ def test_ingest_near_dedup_and_markup_cleanup_options(env):
     assert bad.exit_code == 2 and "near_dedup.threshold" in bad.output, bad.output
 
 
+def test_ingest_language_option_and_filtered_reasons(env):
+    src = env / "lang.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in [
+        "The committee published its annual report on the state of the river and the fish that live in it.",
+        "Le comité a publié son rapport annuel sur l'état de la rivière et des poissons qui y vivent.",
+        "Der Ausschuss hat seinen Jahresbericht über den Zustand des Flusses und seiner Fische veröffentlicht."]))
+    result = runner.invoke(app, ["ingest", str(src), "--name", "lang", "--language", "en", "--language", "de",
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 filtered by quality" in result.output and "filtered by reason: quality_language: 1\n" in result.output
+    bad = runner.invoke(app, ["ingest", str(src), "--name", "lang2", "--language", "english"])
+    assert bad.exit_code == 2 and "unknown language codes ['english']" in bad.output, bad.output
+
+
 @pytest.mark.parametrize("args,message,code", [
     (["ingest", "/no/such/path", "--name", "x"], "does not exist", 1),
     (["ingest", ".", "--name", "bad name"], "invalid dataset name", 1),
