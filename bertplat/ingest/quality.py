@@ -7,9 +7,10 @@ appendix A: word count, mean word length, symbol share, lines without end punctu
 lines and n-grams), with one change for Chinese: every CJK character counts as a word.
 
 Language identification (``languages``) uses py3langid, langid.py's naive Bayes model over byte n-grams
-(Lui and Baldwin 2012), which ships inside its PyPI package: nothing is downloaded at run time. It reads the first
-``language_sample_chars`` characters from the middle of each document that passed the other filters, and keeps the document when
-its most probable language is one of ``languages`` with a probability of at least ``min_language_score``.
+(Lui and Baldwin 2012), which ships inside its PyPI package: nothing is downloaded at run time. It reads
+``language_sample_chars`` characters from the middle of each document that passed the other filters, and keeps
+the document when its most probable language is one of ``languages`` with a probability of at least
+``min_language_score``.
 
 Mojibake (text decoded with the wrong code page, ``庇谑欠纸鸹啡?崛≈新罚??``) is measured as the
 share of characters that are U+FFFD, a ``?`` touching a CJK character, or a UTF-8-read-as-Latin-1
@@ -126,10 +127,12 @@ class QualityFilters(BaseModel):
         return value
 
 
-# the thresholds that reject whole documents (the others drop lines, or tune the language rule)
-DOCUMENT_RULES = ("min_words", "mean_word_length", "max_non_alpha_share", "max_lines_without_end_punct",
-                  "max_duplicate_line_share", "max_duplicate_line_char_share", "max_top_ngram_share",
-                  "max_duplicate_ngram_share", "max_mojibake_share", "languages")
+# the thresholds that reject whole documents: every field but the line rule (applied in the worker) and the
+# language rule's settings; and those of them that read the words
+DOCUMENT_RULES = tuple(f for f in QualityFilters.model_fields
+                       if f not in ("max_mojibake_line_share", "min_language_score", "language_sample_chars"))
+WORD_RULES = ("min_words", "mean_word_length", "max_non_alpha_share", "max_top_ngram_share",
+              "max_duplicate_ngram_share")
 
 
 # in the fingerprint of a config that identifies languages: another model is another decision
@@ -208,15 +211,16 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
 
     if all(getattr(cfg, f) is None for f in DOCUMENT_RULES):
         return []
-    words = pc.utf8_split_whitespace(arr)
-    parent = np.asarray(pc.list_parent_indices(words))
-    flat = pc.list_flatten(words)
-    wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)
-    # only a non-ASCII word can hold a CJK character: the regex runs on those alone
-    cjk_in_word = np.zeros(len(flat))
-    non_ascii = np.flatnonzero(~np.asarray(pc.string_is_ascii(flat), dtype=bool))
-    if len(non_ascii):
-        cjk_in_word[non_ascii] = np.asarray(pc.count_substring_regex(flat.take(pa.array(non_ascii)), pattern=_CJK))
+    if any(getattr(cfg, f) is not None for f in WORD_RULES):  # words are a third of the filters' time
+        words = pc.utf8_split_whitespace(arr)
+        parent = np.asarray(pc.list_parent_indices(words))
+        flat = pc.list_flatten(words)
+        wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)
+        # only a non-ASCII word can hold a CJK character: the regex runs on those alone
+        cjk_in_word = np.zeros(len(flat))
+        non_ascii = np.flatnonzero(~np.asarray(pc.string_is_ascii(flat), dtype=bool))
+        if len(non_ascii):
+            cjk_in_word[non_ascii] = np.asarray(pc.count_substring_regex(flat.take(pa.array(non_ascii)), pattern=_CJK))
     if cfg.min_words is not None:
         n_words = np.bincount(parent, minlength=n) + _sum_by(parent, np.maximum(cjk_in_word - 1, 0), n)
         fail(n_words < cfg.min_words, "quality_too_few_words", n_words, f"words (min_words={cfg.min_words})")
@@ -247,7 +251,7 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
              f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")
     if cfg.languages is not None:
         # the costliest rule (about 0.2 ms a document, in Python) runs last, on the documents that passed the others
-        rows = np.array([j for j in range(n) if j not in failed], dtype=np.int64)
+        rows = np.setdiff1d(np.arange(n, dtype=np.int64), np.fromiter(failed, np.int64, len(failed)))
         found = identify_languages(arr.take(pa.array(rows)), cfg.language_sample_chars) if len(rows) else []
         limits = f"(languages={list(cfg.languages)}, min_language_score={cfg.min_language_score:g})"
         for j, (lang, prob) in zip(rows.tolist(), found):
