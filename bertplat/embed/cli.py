@@ -37,6 +37,8 @@ def embed(
     int8: bool = typer.Option(False, "--int8", help="Dynamic int8 quantisation on CPU, refused below the "
                               "agreement thresholds."),
     device: str | None = typer.Option(None, help="auto (default), cpu or cuda."),
+    dtype: str | None = typer.Option(None, help="auto (default: bfloat16 on GPU, float32 on CPU), float32 or "
+                                     "bfloat16 (on CPU: the matrix products in bfloat16, everything else in float32)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
     cluster: str | None = typer.Option(None, help="Embed the shards on this Dask scheduler, e.g. tcp://host:8786 "
                                        "(default $BERTPLAT_DASK_ADDRESS, else here); same vectors, same fingerprint."),
@@ -52,7 +54,7 @@ def embed(
     _, lake, catalog = _context()
     overrides: dict[str, Any] = dict(unit=unit, text_column=text_column, splits=tuple(split) if split else None,
                                      pooling=pooling, normalize=normalize, max_length=max_length,
-                                     long_texts=long_texts, quantize="int8" if int8 else None, device=device,
+                                     long_texts=long_texts, quantize="int8" if int8 else None, device=device, dtype=dtype,
                                      threads=threads, cluster=cluster)
     cfg = _run(EmbedConfig.from_yaml, config, **overrides) if config else _run(EmbedConfig.build, {}, overrides)
     source = _run(lake.resolve, "corpus" if corpus else "tasks", corpus or task)

@@ -17,6 +17,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from bertplat.finetune.batching import plan_batches
 from bertplat.finetune.features import load_tokenizer, special_ids
 from bertplat.model.bert import BertBackbone
 from bertplat.model.padding import unpad_input
+
+log = logging.getLogger(__name__)
 
 _ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                     "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
@@ -159,6 +162,14 @@ class Encoder:
         self.onednn = onednn
         self._net: nn.Module | None = None  # what runs: the backbone, or its oneDNN copy (`_runner`)
 
+    @property
+    def precision(self) -> str:
+        """What the vectors were computed in, as the fingerprint records it: float32, bfloat16 (the whole model,
+        as on a GPU) or bfloat16-mixed (CPU: the products in bfloat16, everything else in float32)."""
+        if bf16_mixed(self.device, self.dtype, self.onednn) and _plain_float_linears(self.backbone):
+            return "bfloat16-mixed"
+        return str(self.dtype).removeprefix("torch.")
+
     @classmethod
     def from_config(cls, spec: ModelSpec, config: EmbedConfig) -> Encoder:
         retain_freed_memory()  # activations reuse freed blocks instead of page-faulting (bertplat.allocator)
@@ -172,7 +183,13 @@ class Encoder:
                 raise ValueError("quantize=int8 is dynamic CPU quantisation; use device=cpu (on a GPU, bfloat16 "
                                  "is the fast path)")
             backbone = quantize_int8(backbone, config.int8_scheme)
-        backbone = backbone.to(device=device, dtype=dtype)
+        # bfloat16 on CPU (`bf16_mixed`): the backbone stays float32, and the runner holds bfloat16 copies of the
+        # Linear weights only
+        mixed = bf16_mixed(device, dtype, config.onednn)
+        if mixed and not native_cpu_bf16():
+            log.warning("dtype=bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): oneDNN "
+                        "emulates them, and float32 is probably faster here")
+        backbone = backbone.to(device=device, dtype=torch.float32 if mixed else dtype)
         max_length = config.max_length or spec.max_seq_length or backbone.config.max_position_embeddings
         return cls(backbone, load_tokenizer(spec.weights_dir), resolve_pooling(config, spec),
                    resolve_normalize(config, spec), max_length, device, dtype, config.long_texts,
@@ -187,11 +204,12 @@ class Encoder:
     def _runner(self) -> nn.Module:
         """The module that computes the states: `fuse_onednn_linears` of the backbone for float32 on CPU when
         ``onednn`` is on and available (built once, on first use), else the backbone itself. ``backbone`` stays
-        the plain model, which int8 quantises."""
+        the plain model, which int8 quantises. bfloat16 on CPU runs that copy with bfloat16 weights."""
         if self._net is None:
-            fast = (self.onednn and self.device.type == "cpu" and self.dtype == torch.float32
-                    and _plain_float_linears(self.backbone) and onednn_available())
-            self._net = fuse_onednn_linears(self.backbone, self.max_tokens) if fast else self.backbone
+            fast = (_plain_float_linears(self.backbone) and (bf16_mixed(self.device, self.dtype, self.onednn) or (
+                self.onednn and self.device.type == "cpu" and self.dtype == torch.float32 and onednn_available())))
+            self._net = (fuse_onednn_linears(self.backbone, self.max_tokens, self.dtype) if fast
+                         else self.backbone)
         return self._net
 
     # ---- tokens --------------------------------------------------------------------------------
@@ -292,40 +310,67 @@ def resolve_normalize(config: EmbedConfig, spec: ModelSpec) -> bool:
 
 
 class OneDnnLinear(nn.Module):
-    """An inference-only float32 Linear on oneDNN with its weight packed once, optionally with the GELU
-    that follows fused into the product's epilogue (``torch.ops.mkldnn._linear_pointwise``, the kernel
+    """An inference-only Linear on oneDNN with its weight packed once, optionally with the GELU that
+    follows fused into the product's epilogue (``torch.ops.mkldnn._linear_pointwise``, the kernel
     torch.compile's CPU backend emits for a frozen Linear).
 
-    On one core this is 8-12% faster than torch's ``addmm`` (MKL) at MiniLM's shapes, and the fused GELU
-    saves a pass over the FFN's widest activations; the values agree with ``nn.Linear`` to float32
-    rounding (about 5e-6 here). Build it with `fuse_onednn_linears`, which checks that the kernel exists."""
+    float32: on one core 8-12% faster than torch's ``addmm`` (MKL) at MiniLM's shapes, and the fused
+    GELU saves a pass over the FFN's widest activations; the values agree with ``nn.Linear`` to float32
+    rounding (about 5e-6 here).
 
-    def __init__(self, linear: nn.Linear, gelu: str | None = None, batch_hint: int = 1024):
+    bfloat16 (``dtype``): the weight is rounded to bfloat16 once; each input is rounded on the way in,
+    the products accumulate in float32, and the output comes back as float32 (``float_output``) for the
+    residual and LayerNorm, or stays bfloat16 when the next product reads it (the FFN's GELU output). On
+    a CPU with AVX512-BF16 or AMX this runs at about twice the float32 rate.
+
+    Build it with `fuse_onednn_linears`, which checks that the kernel exists."""
+
+    def __init__(self, linear: nn.Linear, gelu: str | None = None, batch_hint: int = 1024,
+                 dtype: torch.dtype = torch.float32, float_output: bool = True):
         super().__init__()
-        w = linear.weight.detach().float().contiguous()
+        w = linear.weight.detach().to(dtype).contiguous()
         self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, batch_hint))
-        self.register_buffer("bias", linear.bias.detach().float().clone() if linear.bias is not None else None)
+        self.register_buffer("bias", linear.bias.detach().to(dtype).clone() if linear.bias is not None else None)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.dtype, self.float_output = dtype, float_output
         # gelu: nn.GELU's ``approximate``, "none" (erf) or "tanh"; oneDNN takes the same names
         self.post, self.algorithm = ("none", "") if gelu is None else ("gelu", gelu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(-1, shape[-1]).contiguous()
+        x = x.reshape(-1, shape[-1]).to(self.dtype).contiguous()
         y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.post, [], self.algorithm)
+        if self.float_output:
+            y = y.float()
         return y.reshape(*shape[:-1], self.out_features)
 
 
+def bf16_mixed(device: torch.device, dtype: torch.dtype, onednn: bool) -> bool:
+    """bfloat16 on CPU takes the mixed path (`fuse_onednn_linears` with bfloat16 weights: the products in
+    bfloat16, embeddings, attention, residuals and LayerNorms in float32) when oneDNN is on and available.
+    On all-MiniLM-L6-v2 its vectors keep a cosine of 0.9999+ to float32 on every row measured, where the
+    whole model in bfloat16 (the fallback, as on a GPU) gives 0.9998 (benchmarks/RESULTS.md)."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and onednn and onednn_available(torch.bfloat16)
+
+
 @functools.cache
-def onednn_available() -> bool:
-    """Whether this torch has oneDNN's packed float32 Linear (x86 builds do); probed on a tiny product."""
+def native_cpu_bf16() -> bool:
+    """This CPU has bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 products beat float32 ones."""
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(p() for p in probes if p is not None)
+
+
+@functools.cache
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch has oneDNN's packed Linear for ``dtype`` (x86 builds do for float32); probed on a
+    tiny product."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return False
     try:
         lin = nn.Linear(8, 4)
         with torch.inference_mode():
-            got = OneDnnLinear(lin)(torch.ones(3, 8))
-            return bool(torch.allclose(got, lin(torch.ones(3, 8)), atol=1e-5))
+            got = OneDnnLinear(lin, dtype=dtype)(torch.ones(3, 8))
+            return bool(torch.allclose(got, lin(torch.ones(3, 8)), atol=1e-5 if dtype == torch.float32 else 0.05))
     except (RuntimeError, NotImplementedError):
         return False
 
@@ -340,21 +385,23 @@ def _plain_float_linears(backbone: nn.Module) -> bool:
                                                               layer.ffn_out))
 
 
-def fuse_onednn_linears(backbone: nn.Module, batch_hint: int = 1024) -> nn.Module:
-    """A float32 CPU copy of ``backbone`` whose Linear layers run as `OneDnnLinear`, each FFN's GELU fused
-    into its first product (the copy holds the packed weights; ``backbone`` is left as it is). Inference
-    only: no autograd. The pooler stays an ``nn.Linear``."""
+def fuse_onednn_linears(backbone: nn.Module, batch_hint: int = 1024, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A CPU copy of ``backbone`` whose Linear layers run as `OneDnnLinear` with ``dtype`` weights (float32, or
+    bfloat16 for the mixed path), each FFN's GELU fused into its first product (the copy holds the packed
+    weights; ``backbone`` is left as it is). Everything but the products stays float32. Inference only: no
+    autograd. The pooler stays an ``nn.Linear``."""
     from bertplat.model.layers import EncoderLayer
 
     model = copy.deepcopy(backbone).float()
     for layer in model.modules():
         if isinstance(layer, EncoderLayer) and isinstance(layer.act, nn.GELU) and type(layer.ffn_in) is nn.Linear:
-            layer.ffn_in = OneDnnLinear(layer.ffn_in, layer.act.approximate, batch_hint)
+            # its output only feeds ffn_out's product, which reads it in ``dtype`` anyway
+            layer.ffn_in = OneDnnLinear(layer.ffn_in, layer.act.approximate, batch_hint, dtype, float_output=False)
             layer.act = nn.Identity()
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.Linear) and not name.startswith("pooler"):
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, OneDnnLinear(m, None, batch_hint))
+            setattr(model.get_submodule(parent) if parent else model, child, OneDnnLinear(m, None, batch_hint, dtype))
     return model
 
 

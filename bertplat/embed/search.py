@@ -40,10 +40,13 @@ def _quote(s: str) -> str:
 
 
 def query_encoder(handle: DatasetHandle, threads: int | None = None) -> Encoder:
-    """An encoder that embeds queries exactly as the version's rows were embedded."""
+    """An encoder that embeds queries as the version's rows were embedded: the same model, pooling, length and
+    quantisation, on CPU in float32 (the precision that bfloat16 rows, from a GPU or the CPU's mixed path,
+    approximate)."""
     m = embeddings_manifest(handle)
     # onednn off: packing the weights (about 70 ms for MiniLM) costs more than it saves on a query or two
-    cfg = EmbedConfig.model_validate({**m["config"], "threads": threads, "device": "cpu", "onednn": False})
+    cfg = EmbedConfig.model_validate({**m["config"], "threads": threads, "device": "cpu", "onednn": False,
+                                      "dtype": "float32"})
     return Encoder.from_config(model_spec_of(handle), cfg)
 
 

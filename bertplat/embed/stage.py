@@ -83,7 +83,7 @@ def run_embed(model: str | Path, source: DatasetHandle, name: str, config: Embed
     src = SourceSpec.of(source, config)
     model_hash = model_fingerprint(spec)
     encoder = Encoder.from_config(spec, config.model_copy(update={"quantize": "none"}))
-    dtype = str(encoder.dtype).removeprefix("torch.")
+    dtype = encoder.precision
     fp = embed_fingerprint(source, model_hash, config, dtype, encoder.pooling, encoder.normalize, encoder.max_length)
     if found := find_existing(lake, catalog, KIND, name, fp):
         handle, m = found

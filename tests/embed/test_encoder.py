@@ -217,13 +217,69 @@ def test_onednn_on_and_off_give_the_same_vectors(minilm_dir, pooling):
     assert EmbedConfig(onednn=False).content_json() == EmbedConfig().content_json()
 
 
-def test_int8_and_bfloat16_encoders_do_not_take_the_onednn_path(minilm_dir):
+def test_int8_encoders_do_not_take_the_onednn_path(minilm_dir):
     from bertplat.embed.encoder import quantize_int8
 
     _onednn_or_skip()
     enc = Encoder.from_config(read_model_spec(minilm_dir), EmbedConfig(threads=1))
     int8 = enc.with_backbone(quantize_int8(enc.backbone))
     assert int8._runner() is int8.backbone
-    bf16 = Encoder.from_config(read_model_spec(minilm_dir), EmbedConfig(threads=1, dtype="bfloat16"))
-    assert bf16._runner() is bf16.backbone
+
+
+def test_the_bfloat16_onednn_linear_is_the_product_of_the_rounded_input_and_weight():
+    """bfloat16 weights and inputs, float32 accumulation: the same as a float64 product of the two operands
+    rounded to bfloat16, to the rounding of the bfloat16 output; float output by default, bfloat16 on request."""
+    import torch
+
+    from bertplat.embed.encoder import OneDnnLinear, onednn_available
+
+    if not onednn_available(torch.bfloat16):
+        pytest.skip("this torch has no oneDNN bfloat16 Linear")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(384, 96)
+    x = torch.randn(37, 384)
+    with torch.inference_mode():
+        got = OneDnnLinear(lin, dtype=torch.bfloat16)(x)
+        kept = OneDnnLinear(lin, dtype=torch.bfloat16, float_output=False)(x)
+        w, b = lin.weight.double(), lin.bias.double()
+        rounded = torch.nn.functional.linear(x.bfloat16().double(), w.bfloat16().double(), b.bfloat16().double())
+        exact = torch.nn.functional.linear(x.double(), w, b)
+    assert got.dtype == torch.float32 and kept.dtype == torch.bfloat16
+    err = (got.double() - rounded).abs()
+    assert float((err / rounded.abs().clamp(min=1e-2)).max()) < 2 ** -7  # one bfloat16 rounding of the output
+    assert float((got.double() - exact).abs().max()) > 1e-4  # it is not float32 under another name
+
+
+def test_bfloat16_on_cpu_rounds_only_the_products_and_keeps_cosine_0_9999(minilm_dir):
+    """dtype=bfloat16 on CPU: the runner holds bfloat16 copies of the Linear weights while the backbone (embeddings,
+    LayerNorms, attention, residuals) stays float32; every vector is within cosine 0.9999 of float32's, and the
+    fingerprint's precision says what ran. With onednn off it is the whole model in bfloat16, as on a GPU."""
+    import torch
+
+    from bertplat.embed.encoder import OneDnnLinear, onednn_available
+
+    if not onednn_available(torch.bfloat16):
+        pytest.skip("this torch has no oneDNN bfloat16 Linear")
+    spec = read_model_spec(minilm_dir)
+    texts = _parity_texts(200)
+    fp32 = Encoder.from_config(spec, EmbedConfig(threads=1)).encode(texts)
+    enc = Encoder.from_config(spec, EmbedConfig(threads=1, dtype="bfloat16"))
+    got = enc.encode(texts)
+    layer = enc._runner().layers[0]
+    assert isinstance(layer.attn.qkv, OneDnnLinear) and layer.attn.qkv.weight.dtype == torch.bfloat16
+    assert enc.backbone.layers[0].ln_attn.weight.dtype == torch.float32
+    assert enc.precision == "bfloat16-mixed" and got.dtype == np.float32
+    cos = (got * fp32).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(fp32, axis=1))
+    assert cos.min() >= 0.9999, f"row {int(cos.argmin())} ({texts[int(cos.argmin())][:60]!r}): cosine {cos.min()}"
+    assert cos.mean() < 0.9999999  # bfloat16 did run
+    whole = Encoder.from_config(spec, EmbedConfig(threads=1, dtype="bfloat16", onednn=False))
+    assert whole._runner() is whole.backbone and whole.backbone.layers[0].ln_attn.weight.dtype == torch.bfloat16
+    assert whole.precision == "bfloat16"
+
+
+def test_int8_does_not_combine_with_bfloat16():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="does not combine with dtype=bfloat16"):
+        EmbedConfig(quantize="int8", dtype="bfloat16")
 

@@ -94,3 +94,31 @@ def test_the_cli_embeds_searches_and_dedups(embedded, tiny_model, monkeypatch):
     assert "near-duplicate pairs (cosine >= 0.999)" in out.output
     out = runner.invoke(embed_app, ["embed", "--model", str(tiny_model), "--name", "none"])
     assert out.exit_code == 2 and "exactly one of --corpus" in out.output
+
+
+def test_the_cli_embeds_in_bfloat16_on_cpu_and_searches_it(embedded, tiny_model, monkeypatch):
+    """--dtype bfloat16 is another version (its precision is in the fingerprint and the stats); its query is
+    embedded in float32 and still finds the text itself first."""
+    from bertplat.embed.encoder import bf16_mixed
+    from bertplat.lake import Lake, read_manifest
+
+    root, *_ = embedded
+    monkeypatch.setenv("BERTPLAT_DATA_DIR", str(root / "data"))
+    runner = CliRunner()
+    args = ["embed", "--model", str(tiny_model), "--corpus", "small", "--name", "cli16", "--unit", "sentences",
+            "--normalize", "--threads", "1"]
+    out = runner.invoke(embed_app, [*args, "--dtype", "bfloat16"])
+    assert out.exit_code == 0, out.output
+    lake = Lake(root / "data")
+    bf16 = lake.resolve("embeddings", "cli16")
+    import torch
+
+    mixed = bf16_mixed(torch.device("cpu"), torch.bfloat16, True)
+    assert read_manifest(bf16)["stats"]["dtype"] == ("bfloat16-mixed" if mixed else "bfloat16")
+    out = runner.invoke(embed_app, ["search", "--embeddings", "cli16", "Document 3.", "-k", "1"])
+    assert out.exit_code == 0 and "Document 3." in out.output, out.output
+    out = runner.invoke(embed_app, [*args, "--dtype", "float32"])
+    assert out.exit_code == 0, out.output
+    assert lake.resolve("embeddings", "cli16").fingerprint != bf16.fingerprint
+    out = runner.invoke(embed_app, [*args, "--dtype", "float16"])
+    assert out.exit_code != 0 and "dtype" in out.output
