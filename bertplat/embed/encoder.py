@@ -206,8 +206,7 @@ class Encoder:
         ``onednn`` is on and available (built once, on first use), else the backbone itself. ``backbone`` stays
         the plain model, which int8 quantises. bfloat16 on CPU runs that copy with bfloat16 weights."""
         if self._net is None:
-            fast = (_plain_float_linears(self.backbone) and (bf16_mixed(self.device, self.dtype, self.onednn) or (
-                self.onednn and self.device.type == "cpu" and self.dtype == torch.float32 and onednn_available())))
+            fast = _plain_float_linears(self.backbone) and runs_on_onednn(self.device, self.dtype, self.onednn)
             self._net = (fuse_onednn_linears(self.backbone, self.max_tokens, self.dtype) if fast
                          else self.backbone)
         return self._net
@@ -345,12 +344,19 @@ class OneDnnLinear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
 
+def runs_on_onednn(device: torch.device, dtype: torch.dtype, onednn: bool) -> bool:
+    """The Linear layers run as `OneDnnLinear` (float32, or bfloat16 for the mixed path): on CPU, with the option
+    on and this torch's oneDNN able to do ``dtype``."""
+    return (device.type == "cpu" and onednn and dtype in (torch.float32, torch.bfloat16)
+            and onednn_available(dtype))
+
+
 def bf16_mixed(device: torch.device, dtype: torch.dtype, onednn: bool) -> bool:
     """bfloat16 on CPU takes the mixed path (`fuse_onednn_linears` with bfloat16 weights: the products in
     bfloat16, embeddings, attention, residuals and LayerNorms in float32) when oneDNN is on and available.
     On all-MiniLM-L6-v2 its vectors keep a cosine of 0.9999+ to float32 on every row measured, where the
     whole model in bfloat16 (the fallback, as on a GPU) gives 0.9998 (benchmarks/RESULTS.md)."""
-    return device.type == "cpu" and dtype == torch.bfloat16 and onednn and onednn_available(torch.bfloat16)
+    return dtype == torch.bfloat16 and runs_on_onednn(device, dtype, onednn)
 
 
 @functools.cache
