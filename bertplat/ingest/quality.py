@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bertplat.ingest.wordstats import MAX_N, WordStats, word_stats
+
 QUALITY_REASONS = {
     "quality_too_few_words": "fewer words than quality.min_words (a CJK character counts as a word)",
     "quality_mean_word_length": "mean word length outside quality.mean_word_length",
@@ -211,39 +213,34 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
 
     if all(getattr(cfg, f) is None for f in DOCUMENT_RULES):
         return []
-    if any(getattr(cfg, f) is not None for f in WORD_RULES):  # words are a third of the filters' time
-        words = pc.utf8_split_whitespace(arr)
-        parent = np.asarray(pc.list_parent_indices(words))
-        flat = pc.list_flatten(words)
-        wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)
-        # only a non-ASCII word can hold a CJK character: the regex runs on those alone
-        cjk_in_word = np.zeros(len(flat))
-        non_ascii = np.flatnonzero(~np.asarray(pc.string_is_ascii(flat), dtype=bool))
-        if len(non_ascii):
-            cjk_in_word[non_ascii] = np.asarray(pc.count_substring_regex(flat.take(pa.array(non_ascii)), pattern=_CJK))
+    stats = None
+    top_limits, dup_limits = cfg.max_top_ngram_share or {}, cfg.max_duplicate_ngram_share or {}
+    if any(getattr(cfg, f) is not None for f in WORD_RULES):
+        stats = batch_word_stats(arr, tuple(top_limits), tuple(dup_limits))
     if cfg.min_words is not None:
-        n_words = np.bincount(parent, minlength=n) + _sum_by(parent, np.maximum(cjk_in_word - 1, 0), n)
-        fail(n_words < cfg.min_words, "quality_too_few_words", n_words, f"words (min_words={cfg.min_words})")
+        fail(stats.n_words < cfg.min_words, "quality_too_few_words", stats.n_words,
+             f"words (min_words={cfg.min_words})")
     if cfg.mean_word_length is not None:
-        plain = cjk_in_word == 0
-        count = np.bincount(parent[plain], minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = _sum_by(parent[plain], wlen[plain], n) / count
+            mean = stats.plain_chars / stats.plain_words
         lo, hi = cfg.mean_word_length
-        fail((count > 0) & ((mean < lo) | (mean > hi)), "quality_mean_word_length", mean,
+        fail((stats.plain_words > 0) & ((mean < lo) | (mean > hi)), "quality_mean_word_length", mean,
              f"characters per word (mean_word_length=[{lo:g}, {hi:g}])")
     if cfg.max_non_alpha_share is not None:
-        nonspace = _sum_by(parent, wlen, n)
-        # counting the few non-letters is 5x faster than counting the letters (RE2 pays per match)
-        other = np.asarray(pc.count_substring_regex(arr, pattern=_NON_LETTER), dtype=np.float64)
-        share = np.where(nonspace > 0, other / np.maximum(nonspace, 1), 1.0)
+        share = np.where(stats.non_space > 0, stats.non_letter / np.maximum(stats.non_space, 1), 1.0)
         fail(share > cfg.max_non_alpha_share, "quality_non_alpha", share,
              f"of characters are not letters (max_non_alpha_share={cfg.max_non_alpha_share:g})")
     if cfg.max_lines_without_end_punct is not None or cfg.max_duplicate_line_share is not None \
             or cfg.max_duplicate_line_char_share is not None:
         _line_rules(arr, cfg, fail)
-    if cfg.max_top_ngram_share or cfg.max_duplicate_ngram_share:
-        _ngram_rules(flat, parent, wlen, n, cfg, fail)
+    for n_ in sorted({*top_limits, *dup_limits}):
+        if n_ in top_limits:
+            fail(stats.top[:, n_] > top_limits[n_], "quality_top_ngram", stats.top[:, n_],
+                 f"of word characters in the most frequent {n_}-gram (max_top_ngram_share[{n_}]={top_limits[n_]:g})")
+        if n_ in dup_limits:
+            fail(stats.dup[:, n_] > dup_limits[n_], "quality_duplicate_ngrams", stats.dup[:, n_],
+                 f"of word characters inside repeated {n_}-grams "
+                 f"(max_duplicate_ngram_share[{n_}]={dup_limits[n_]:g})")
     if cfg.max_mojibake_share is not None:
         bad = np.asarray(pc.count_substring_regex(arr, pattern=_MOJIBAKE), dtype=np.float64)
         share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
@@ -308,18 +305,60 @@ def _repeats(keys: np.ndarray) -> np.ndarray:
     return later
 
 
-def _ngram_rules(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: int, cfg: QualityFilters,
-                 fail) -> None:
-    """Gopher's n-gram repetition rules over lower-cased words, on 64-bit n-gram keys.
+def batch_word_stats(arr: pa.StringArray, top_sizes: tuple[int, ...] = (),
+                     dup_sizes: tuple[int, ...] = ()) -> WordStats:
+    """The word statistics of every text: one compiled pass (``wordstats``), and the Arrow definitions for
+    the few texts holding a code point above U+FFFF."""
+    stats, astral = word_stats(arr, top_sizes, dup_sizes)
+    if astral.any():
+        rows = np.flatnonzero(astral)
+        stats.put(rows, arrow_word_stats(arr.take(pa.array(rows)), top_sizes, dup_sizes))
+    return stats
+
+
+def arrow_word_stats(arr: pa.StringArray, top_sizes: tuple[int, ...] = (),
+                     dup_sizes: tuple[int, ...] = ()) -> WordStats:
+    """The word statistics by their definitions in Arrow kernels (about ten passes over the text, 5x slower
+    than ``wordstats``): words as ``str.split()`` splits them, lengths in code points, a CJK
+    character a word, non-letters by RE2, Gopher's n-gram shares over ``utf8_lower``-ed words."""
+    n = len(arr)
+    words = pc.utf8_split_whitespace(arr)
+    parent = np.asarray(pc.list_parent_indices(words))
+    flat = pc.list_flatten(words)
+    wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)
+    if not (real := wlen > 0).all():   # Arrow gives an empty word at a leading or trailing space; str.split() none
+        flat, parent, wlen = flat.filter(pa.array(real)), parent[real], wlen[real]
+    cjk_in_word = np.zeros(len(flat))
+    non_ascii = np.flatnonzero(~np.asarray(pc.string_is_ascii(flat), dtype=bool))
+    if len(non_ascii):
+        cjk_in_word[non_ascii] = np.asarray(pc.count_substring_regex(flat.take(pa.array(non_ascii)), pattern=_CJK))
+    plain = cjk_in_word == 0
+    top = np.zeros((n, MAX_N + 1))
+    dup = np.zeros((n, MAX_N + 1))
+    _ngram_shares(flat, parent, wlen, n, top_sizes, dup_sizes, top, dup)
+    return WordStats(
+        n_words=np.bincount(parent, minlength=n) + _sum_by(parent, np.maximum(cjk_in_word - 1, 0), n),
+        plain_words=np.bincount(parent[plain], minlength=n).astype(np.float64),
+        plain_chars=_sum_by(parent[plain], wlen[plain], n),
+        non_space=_sum_by(parent, wlen, n),
+        non_letter=np.asarray(pc.count_substring_regex(arr, pattern=_NON_LETTER), dtype=np.float64),
+        top=top, dup=dup)
+
+
+def _ngram_shares(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: int, top_sizes, dup_sizes,
+                  top: np.ndarray, dup: np.ndarray) -> None:
+    """Gopher's n-gram repetition shares over lower-cased words, on 64-bit n-gram keys, into ``top[:, n]``
+    and ``dup[:, n]``.
 
     Only the smallest n is counted over every position. An n-gram occurring twice or more has its two
     (n-1)-grams (at its start and one word later) occurring twice or more too, so each larger n is
     counted over those positions only: a few percent of them in real text. The counts are exact
     (up to 64-bit key collisions), the work is about one sort of the batch instead of one per n."""
+    sizes = sorted({*top_sizes, *dup_sizes})
+    if not sizes:
+        return
     ids = np.asarray(pc.dictionary_encode(pc.utf8_lower(words)).indices, dtype=np.uint64)
     total = np.maximum(_sum_by(parent, wlen, n_docs), 1)
-    top_limits, dup_limits = cfg.max_top_ngram_share or {}, cfg.max_duplicate_ngram_share or {}
-    sizes = sorted({*top_limits, *dup_limits})
     m_all = len(ids)
     csum = np.concatenate(([0.0], np.cumsum(wlen)))   # word characters before each position
     mult = np.uint64(0x9E3779B97F4A7C15)
@@ -344,24 +383,18 @@ def _ngram_rules(words: pa.Array, parent: np.ndarray, wlen: np.ndarray, n_docs: 
         starts = pos[rep]
         repeated[:] = False
         repeated[starts] = True
-        if n in top_limits:
-            top = np.zeros(n_docs)
-            if len(starts):
-                # starts ascend, so each document's n-grams are one run: a max per run (np.maximum.at is slow)
-                doc = parent[starts]
-                first = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-                top[doc[first]] = np.maximum.reduceat(counts[rep] * (csum[starts + n] - csum[starts]), first)
-            share = top / total
-            fail(share > top_limits[n], "quality_top_ngram", share,
-                 f"of word characters in the most frequent {n}-gram (max_top_ngram_share[{n}]={top_limits[n]:g})")
-        if n in dup_limits:
+        if n in top_sizes and len(starts):
+            # starts ascend, so each document's n-grams are one run: a max per run (np.maximum.at is slow)
+            doc = parent[starts]
+            first = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
+            top[doc[first], n] = np.maximum.reduceat(counts[rep] * (csum[starts + n] - csum[starts]), first)
+            top[:, n] /= total
+        if n in dup_sizes:
             # word characters inside the union of the repeated n-grams: each adds what the previous one
             # (same length, so the furthest-reaching so far) has not covered
             prev_end = np.concatenate(([0], starts[:-1] + n))
             added = csum[starts + n] - csum[np.maximum(starts, prev_end)]
-            share = _sum_by(parent[starts], added, n_docs) / total
-            fail(share > dup_limits[n], "quality_duplicate_ngrams", share,
-                 f"of word characters inside repeated {n}-grams (max_duplicate_ngram_share[{n}]={dup_limits[n]:g})")
+            dup[:, n] = _sum_by(parent[starts], added, n_docs) / total
 
 
 def _occurrences(keys: np.ndarray) -> np.ndarray:
