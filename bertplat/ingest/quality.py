@@ -21,14 +21,12 @@ a few garbled lines among good ones); a document over ``max_mojibake_share`` is 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from bertplat.ingest.wordstats import MAX_N, WordStats, word_stats
 
 QUALITY_REASONS = {
     "quality_too_few_words": "fewer words than quality.min_words (a CJK character counts as a word)",
@@ -165,6 +163,26 @@ def identify_languages(texts: pa.StringArray, sample_chars: int) -> list[tuple[s
         start = max(0, (len(text) - sample_chars) // 2)
         out.append(ident.classify(text[start:start + sample_chars]))
     return out
+
+
+MAX_N = 20        # the largest n-gram a config may name (checked by QualityFilters)
+
+
+@dataclass
+class WordStats:
+    """Per-document word statistics of a batch, each an array aligned with its texts."""
+
+    n_words: np.ndarray        # whitespace words, each CJK character counted as one
+    plain_words: np.ndarray    # words without a CJK character
+    plain_chars: np.ndarray    # their characters
+    non_space: np.ndarray      # characters of all words
+    non_letter: np.ndarray     # characters neither letters, marks nor whitespace
+    top: np.ndarray            # [doc, n]: share of word characters in the most frequent repeated n-gram
+    dup: np.ndarray            # [doc, n]: share of word characters inside repeated n-grams
+
+    def put(self, rows: np.ndarray, other: WordStats) -> None:
+        for f in fields(self):
+            getattr(self, f.name)[rows] = getattr(other, f.name)
 
 
 @dataclass
@@ -309,6 +327,8 @@ def batch_word_stats(arr: pa.StringArray, top_sizes: tuple[int, ...] = (),
                      dup_sizes: tuple[int, ...] = ()) -> WordStats:
     """The word statistics of every text: one compiled pass (``wordstats``), and the Arrow definitions for
     the few texts holding a code point above U+FFFF."""
+    from bertplat.ingest.wordstats import word_stats  # numba: imported by the workers that filter only
+
     stats, astral = word_stats(arr, top_sizes, dup_sizes)
     if astral.any():
         rows = np.flatnonzero(astral)

@@ -17,15 +17,36 @@ U+FFFF (emoji, rare CJK) is marked, and the caller measures it with the Arrow pa
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bertplat.ingest.quality import MAX_N, WordStats
+
 BMP = 0x10000
-MAX_N = 20        # the largest n-gram a config may name (QualityFilters checks 1 <= n <= 20)
+
+
+def _utf8_array(cps: np.ndarray, prefix: bytes = b"", suffix: bytes = b"") -> pa.StringArray:
+    """A string array of ``prefix + chr(cp) + suffix`` for each code point, built from one encoded string
+    (no Python object per code point: the tables cost a worker 20 MB less)."""
+    text = "".join(map(chr, cps.tolist())).encode("utf-8")
+    width = np.where(cps < 0x80, 1, np.where(cps < 0x800, 2, 3))
+    ends = np.cumsum(width)
+    char = np.frombuffer(text, np.uint8)
+    size = width + len(prefix) + len(suffix)
+    offsets = np.concatenate(([0], np.cumsum(size))).astype(np.int32)
+    data = np.empty(offsets[-1], np.uint8)
+    starts = offsets[:-1]
+    for i, b in enumerate(prefix):
+        data[starts + i] = b
+    for k in range(3):                         # the code point's bytes
+        has = width > k
+        data[starts[has] + len(prefix) + k] = char[ends[has] - width[has] + k]
+    for i, b in enumerate(suffix):
+        data[starts + len(prefix) + width + i] = b
+    return pa.StringArray.from_buffers(len(cps), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 @functools.cache
@@ -34,15 +55,15 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
     Surrogates are never decoded from valid UTF-8; they get the values of a plain letter."""
     cps = np.arange(BMP, dtype=np.int64)
     valid = (cps < 0xD800) | (cps > 0xDFFF)
-    chars = [chr(c) if ok else "a" for c, ok in zip(cps.tolist(), valid.tolist())]
-    single = pa.array(chars, pa.string())
-    space = np.asarray(pc.list_value_length(pc.utf8_split_whitespace(pa.array(["a" + c + "b" for c in chars]))))
-    space = (space != 1) & valid
+    cps = np.where(valid, cps, ord("a"))
+    space = (np.asarray(pc.list_value_length(pc.utf8_split_whitespace(_utf8_array(cps, b"a", b"b")))) != 1) & valid
+    single = _utf8_array(cps)
     non_letter = (np.asarray(pc.count_substring_regex(single, pattern="[^\\pL\\pM\\pZ\\s]")) > 0) & valid
-    lowered = pc.utf8_lower(single).to_pylist()
-    if any(len(c) != 1 for c in lowered):   # pragma: no cover - utf8proc maps one code point to one
+    lowered = pc.utf8_lower(single)
+    if not (np.asarray(pc.utf8_length(lowered)) == 1).all():   # pragma: no cover - utf8proc maps one to one
         raise RuntimeError("utf8_lower changed the length of a code point; the word hashes need a 1:1 map")
-    lower = np.where(valid, np.array([ord(c) for c in lowered], np.int64), cps).astype(np.int32)
+    data = lowered.buffers()[2].to_pybytes()[:np.frombuffer(lowered.buffers()[1], np.int32)[len(lowered)]]
+    lower = np.frombuffer(data.decode("utf-8").encode("utf-32-le"), np.uint32).astype(np.int32)
     cjk = ((cps >= 0x3400) & (cps <= 0x4DBF)) | ((cps >= 0x4E00) & (cps <= 0x9FFF)) | ((cps >= 0xF900) & (cps <= 0xFAFF))
     classes = (space * SPACE | non_letter * NON_LETTER | cjk * CJK).astype(np.uint8)
     return classes, lower
@@ -239,23 +260,6 @@ def _ngrams(first, wchars, whash, sizes, top_n, dup_n):     # pragma: no cover -
             if dup_n[n]:
                 dup[d, n] = covered / total
     return top, dup
-
-
-@dataclass
-class WordStats:
-    """Per-document word statistics of a batch, each an array aligned with its texts."""
-
-    n_words: np.ndarray        # whitespace words, each CJK character counted as one
-    plain_words: np.ndarray    # words without a CJK character
-    plain_chars: np.ndarray    # their characters
-    non_space: np.ndarray      # characters of all words
-    non_letter: np.ndarray     # characters neither letters, marks nor whitespace
-    top: np.ndarray            # [doc, n]: share of word characters in the most frequent repeated n-gram
-    dup: np.ndarray            # [doc, n]: share of word characters inside repeated n-grams
-
-    def put(self, rows: np.ndarray, other: WordStats) -> None:
-        for f in fields(self):
-            getattr(self, f.name)[rows] = getattr(other, f.name)
 
 
 def word_stats(arr: pa.StringArray, top_sizes=(), dup_sizes=()) -> tuple[WordStats, np.ndarray]:
