@@ -15,7 +15,6 @@ elsewhere. A rerun task rewrites the same files, so the output is the same.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable
@@ -80,35 +79,8 @@ def run_tasks(fn: Callable, calls: Iterable[tuple], *, workers: int, cluster: st
                 on_done(i, results[i])
         return results
     ctx = mp.get_context("spawn")  # fork is unsafe under the threads of Prefect and torch
-    with _worker_environment(), \
-            ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
         return _gather(pool, fn, calls, on_done, window)
-
-
-@contextlib.contextmanager
-def _worker_environment():
-    """The pool's processes start with Arrow's jemalloc pool (unless the user chose one): mimalloc, Arrow's
-    default, keeps freed pages, and with every quality filter on each ingest worker peaked 50-70 MB higher on
-    it. Spawned processes copy ``os.environ`` as they start, so the variable is set while the pool runs."""
-    name = "ARROW_DEFAULT_MEMORY_POOL"
-    if name in os.environ or not _has_jemalloc():
-        yield
-        return
-    os.environ[name] = "jemalloc"
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)
-
-
-def _has_jemalloc() -> bool:
-    import pyarrow as pa
-
-    try:
-        pa.jemalloc_memory_pool()
-    except NotImplementedError:   # pragma: no cover - a pyarrow build without jemalloc
-        return False
-    return True
 
 
 def _gather(executor: Any, fn: Callable, calls: Iterable[tuple], on_done: Callable[[int, Any], None] | None,

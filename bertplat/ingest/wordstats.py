@@ -56,14 +56,22 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
     cps = np.arange(BMP, dtype=np.int64)
     valid = (cps < 0xD800) | (cps > 0xDFFF)
     cps = np.where(valid, cps, ord("a"))
-    space = (np.asarray(pc.list_value_length(pc.utf8_split_whitespace(_utf8_array(cps, b"a", b"b")))) != 1) & valid
-    single = _utf8_array(cps)
-    non_letter = (np.asarray(pc.count_substring_regex(single, pattern="[^\\pL\\pM\\pZ\\s]")) > 0) & valid
-    lowered = pc.utf8_lower(single)
-    if not (np.asarray(pc.utf8_length(lowered)) == 1).all():   # pragma: no cover - utf8proc maps one to one
-        raise RuntimeError("utf8_lower changed the length of a code point; the word hashes need a 1:1 map")
-    data = lowered.buffers()[2].to_pybytes()[:np.frombuffer(lowered.buffers()[1], np.int32)[len(lowered)]]
-    lower = np.frombuffer(data.decode("utf-8").encode("utf-32-le"), np.uint32).astype(np.int32)
+    space = np.zeros(BMP, bool)
+    non_letter = np.zeros(BMP, bool)
+    lower = np.zeros(BMP, np.int32)
+    for lo in range(0, BMP, 8192):     # in chunks: the temporaries stay small (a worker keeps what it freed)
+        part = cps[lo:lo + 8192]
+        split = pc.utf8_split_whitespace(_utf8_array(part, b"a", b"b"))
+        space[lo:lo + 8192] = np.asarray(pc.list_value_length(split)) != 1
+        single = _utf8_array(part)
+        non_letter[lo:lo + 8192] = np.asarray(pc.count_substring_regex(single, pattern="[^\\pL\\pM\\pZ\\s]")) > 0
+        lowered = pc.utf8_lower(single)
+        if not (np.asarray(pc.utf8_length(lowered)) == 1).all():   # pragma: no cover - utf8proc maps 1:1
+            raise RuntimeError("utf8_lower changed the length of a code point; the word hashes need a 1:1 map")
+        data = lowered.buffers()[2].to_pybytes()[:np.frombuffer(lowered.buffers()[1], np.int32)[len(lowered)]]
+        lower[lo:lo + 8192] = np.frombuffer(data.decode("utf-8").encode("utf-32-le"), np.uint32)
+    space &= valid
+    non_letter &= valid
     cjk = ((cps >= 0x3400) & (cps <= 0x4DBF)) | ((cps >= 0x4E00) & (cps <= 0x9FFF)) | ((cps >= 0xF900) & (cps <= 0xFAFF))
     classes = (space * SPACE | non_letter * NON_LETTER | cjk * CJK).astype(np.uint8)
     return classes, lower
@@ -192,8 +200,8 @@ def _ngrams(first, wchars, whash, sizes, top_n, dup_n):     # pragma: no cover -
         size *= 2
     table = np.zeros((size, 2), np.uint64)      # key, count: one cache line holds both
     key = np.zeros(longest, np.uint64)
-    cand = np.zeros(longest, np.int64)
-    slot = np.zeros(longest, np.int64)
+    cand = np.zeros(longest, np.int32)          # 32-bit: a book's million words take 8 MB less each
+    slot = np.zeros(longest, np.int32)
     rep = np.zeros(longest + 1, np.bool_)
     cs = np.zeros(longest + 1, np.float64)
     golden = np.uint64(0x9E3779B97F4A7C15)
@@ -207,7 +215,7 @@ def _ngrams(first, wchars, whash, sizes, top_n, dup_n):     # pragma: no cover -
             cs[i] = total
             total += wchars[a + i]
             key[i] = whash[a + i]
-            cand[i] = i
+            cand[i] = np.int32(i)
         cs[m] = total
         total = max(total, 1.0)
         nc = m
@@ -220,7 +228,7 @@ def _ngrams(first, wchars, whash, sizes, top_n, dup_n):     # pragma: no cover -
                         continue
                     if n - 1 >= smallest and not (rep[i] and rep[i + 1]):
                         continue
-                    cand[k] = i
+                    cand[k] = np.int32(i)
                     key[i] = _mix((key[i] * golden) ^ whash[a + i + n - 1])   # not symmetric: "a b" != "b a"
                     k += 1
                 nc = k
@@ -243,7 +251,7 @@ def _ngrams(first, wchars, whash, sizes, top_n, dup_n):     # pragma: no cover -
                     s = (s + 1) & mask
                 table[s, 0] = x
                 table[s, 1] += np.uint64(1)
-                slot[c] = s
+                slot[c] = np.int32(s)
             best = 0.0
             covered = 0.0
             prev_end = 0
