@@ -1,4 +1,5 @@
-"""Heuristic document quality filters, measured on whole batches (pyarrow compute + numpy).
+"""Heuristic document quality filters, measured on whole batches (pyarrow compute, numpy, and the compiled
+word statistics of ``wordstats``).
 
 Each filter has a threshold in ``QualityFilters`` (None: off) and a reject reason; a document that
 fails is written to ``rejects_<name>`` with the measured value and the threshold, so a user can
@@ -122,8 +123,8 @@ class QualityFilters(BaseModel):
     def _ngrams(cls, value):
         if value is not None:
             for n, share in value.items():
-                if not 1 <= n <= 20 or not 0 <= share <= 1:
-                    raise ValueError(f"n-gram thresholds need 1 <= n <= 20 and 0 <= share <= 1, got {n}: {share}")
+                if not 1 <= n <= MAX_N or not 0 <= share <= 1:
+                    raise ValueError(f"n-gram thresholds need 1 <= n <= {MAX_N} and 0 <= share <= 1, got {n}: {share}")
         return value
 
 
@@ -342,7 +343,8 @@ def arrow_word_stats(arr: pa.StringArray, top_sizes: tuple[int, ...] = (),
     than ``wordstats``): words as ``str.split()`` splits them, lengths in code points, a CJK
     character a word, non-letters by RE2, Gopher's n-gram shares over ``utf8_lower``-ed words."""
     n = len(arr)
-    words = pc.utf8_split_whitespace(arr)
+    # trimmed first: pyarrow 26's splitter sometimes leaves a text's trailing whitespace in its last word
+    words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(arr))
     parent = np.asarray(pc.list_parent_indices(words))
     flat = pc.list_flatten(words)
     wlen = np.asarray(pc.utf8_length(flat), dtype=np.float64)

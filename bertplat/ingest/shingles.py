@@ -2,8 +2,8 @@
 
 The numpy version takes several 8-byte temporaries per byte of text (byte classes, a prefix hash, the
 powers of the hash's prime) and ``np.minimum.at``. This loop reads each lower-cased byte once and gives
-the same words, the same 64-bit shingle hashes and the same signatures, bit for bit (a test compares it
-with the numpy version, which ``neardup`` keeps as the definition).
+the same words, the same 64-bit shingle hashes and the same signatures, bit for bit: the numpy version
+lives on in ``tests/ingest/test_shingles.py`` as the definition the tests compare it with.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ _P = np.uint64(0x100000001B3)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def shingle_pass(data, offsets, m, k, bits):     # pragma: no cover - compiled
     """Words of each lower-cased UTF-8 text (runs of ASCII letters and digits or non-CJK non-ASCII bytes; a
     CJK character, lead byte 0xE3-0xE9, is a word of its own), the polynomial hash of each word's bytes
@@ -87,7 +87,7 @@ def shingle_pass(data, offsets, m, k, bits):     # pragma: no cover - compiled
     return sig, sh_out[:s_n], sh_doc[:s_n], count
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def densify(sig, has_words):     # pragma: no cover - compiled
     """uint32 signatures from the bin minima: an empty bin takes the nearest non-empty bin to its right
     (circularly) plus its distance times 0x632BE5AB (mod 2**32); a text without words gets all 0xFFFFFFFF.
@@ -118,7 +118,7 @@ def densify(sig, has_words):     # pragma: no cover - compiled
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def distinct_sorted(values, doc, n, limit):     # pragma: no cover - compiled
     """Each document's sorted distinct values, for the documents with at most ``limit`` of them (counted with
     repeats); ``doc`` ascends. Returns (offsets, values, small)."""

@@ -84,3 +84,11 @@ def test_words_are_what_str_split_gives(texts):
         assert stats.n_words[i] == sum(max(1, w.count("日")) for w in words)
         assert stats.non_space[i] == sum(map(len, words))
         assert stats.plain_words[i] == sum("日" not in w for w in words)
+
+
+def test_empty_and_large_string_arrays_and_a_trailing_newline_after_an_emoji():
+    assert len(batch_word_stats(pa.array([], pa.string()), TOP, DUP).n_words) == 0
+    texts = ["a b c", "d e 日本", "x 😀 y\n"]
+    large = batch_word_stats(pa.array(texts, pa.large_string()), TOP, DUP)
+    assert_same(large, batch_word_stats(pa.array(texts), TOP, DUP))
+    assert large.n_words.tolist() == [3, 4, 3] and large.non_space.tolist() == [3, 4, 3]
