@@ -28,10 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bertplat.ingest.text import string_buffers
+
 # Part of the ingest fingerprint when near-dedup is on. 2: short documents decided on exact Jaccard.
 NEAR_DEDUP_ALGORITHM = 2
 
-_P = np.uint64(0x100000001B3)          # FNV prime: odd, so invertible modulo 2**64
+_P = np.uint64(0x100000001B3)          # FNV prime: the words' polynomial hash (bertplat.ingest.shingles)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -74,9 +76,7 @@ def sketch(arr: pa.StringArray, cfg: NearDedup) -> tuple[np.ndarray, pa.ListArra
     if n == 0:
         return (np.full((0, k), 0xFFFFFFFF, dtype=np.uint32),
                 pa.ListArray.from_arrays(pa.array([0], pa.int32()), pa.array([], pa.uint32())))
-    low = pc.utf8_lower(arr)
-    offsets = np.frombuffer(low.buffers()[1], dtype=np.int32)[low.offset: low.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(low.buffers()[2], dtype=np.uint8) if low.buffers()[2] else np.zeros(1, np.uint8)
+    data, offsets = string_buffers(pc.utf8_lower(arr))
     bits = int(np.log2(k)) if (k & (k - 1)) == 0 else 0
     sig, sh, sh_doc, count = shingle_pass(data, offsets, cfg.shingle_words, k, bits)
     folded = ((sh >> np.uint64(32)) ^ (sh & np.uint64(0xFFFFFFFF))).astype(np.uint32)

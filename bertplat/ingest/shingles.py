@@ -11,8 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_P = np.uint64(0x100000001B3)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
+from bertplat.ingest.neardup import _MIX, _P
 
 
 @numba.njit(cache=True, nogil=True)

@@ -174,6 +174,20 @@ def value_offsets(arr: pa.StringArray) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1]
 
 
+def string_buffers(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """(data bytes, offsets into them) of a string array without copying, for the compiled kernels (which
+    index the whole buffer, so a slice needs no copy either). An empty array or buffer gives one zero byte."""
+    if arr.null_count:
+        raise ValueError("the compiled kernels need texts without nulls")
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        raise TypeError(f"the compiled kernels need a string array, got {arr.type}")
+    if len(arr) == 0:
+        return np.zeros(1, np.uint8), np.zeros(1, np.int32)
+    data = arr.buffers()[2]
+    return (np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(1, np.uint8),
+            value_offsets(arr))
+
+
 def replace_in_rows(arr: pa.StringArray, mask: np.ndarray, pattern: str, replacement: str,
                     literal: bool = False) -> pa.StringArray:
     """``replace_substring_regex`` (or the literal ``replace_substring``) on the texts ``mask`` selects only:

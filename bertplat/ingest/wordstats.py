@@ -9,8 +9,8 @@ n-grams of each document in a small hash table of its own.
 
 The results equal the Arrow definitions they replace, code point by code point, because the
 tables below are built by running those Arrow kernels over every code point of the Basic
-Multilingual Plane: whitespace as ``utf8_split_whitespace`` splits, non-letters as RE2's
-``[^\\pL\\pM\\pZ\\s]``, lower case as ``utf8_lower``. A document holding a code point above
+Multilingual Plane: whitespace as ``utf8_split_whitespace`` splits, non-letters and CJK characters by
+quality's RE2 patterns, lower case as ``utf8_lower``. A document holding a code point above
 U+FFFF (emoji, rare CJK) is marked, and the caller measures it with the Arrow path instead.
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bertplat.ingest.quality import MAX_N, WordStats
+from bertplat.ingest.quality import _CJK, _NON_LETTER, MAX_N, WordStats
+from bertplat.ingest.text import string_buffers
 
 BMP = 0x10000
 
@@ -58,13 +59,15 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
     cps = np.where(valid, cps, ord("a"))
     space = np.zeros(BMP, bool)
     non_letter = np.zeros(BMP, bool)
+    cjk = np.zeros(BMP, bool)
     lower = np.zeros(BMP, np.int32)
     for lo in range(0, BMP, 8192):     # in chunks: the temporaries stay small (a worker keeps what it freed)
         part = cps[lo:lo + 8192]
         split = pc.utf8_split_whitespace(_utf8_array(part, b"a", b"b"))
         space[lo:lo + 8192] = np.asarray(pc.list_value_length(split)) != 1
         single = _utf8_array(part)
-        non_letter[lo:lo + 8192] = np.asarray(pc.count_substring_regex(single, pattern="[^\\pL\\pM\\pZ\\s]")) > 0
+        non_letter[lo:lo + 8192] = np.asarray(pc.count_substring_regex(single, pattern=_NON_LETTER)) > 0
+        cjk[lo:lo + 8192] = np.asarray(pc.count_substring_regex(single, pattern=_CJK)) > 0
         lowered = pc.utf8_lower(single)
         if not (np.asarray(pc.utf8_length(lowered)) == 1).all():   # pragma: no cover - utf8proc maps 1:1
             raise RuntimeError("utf8_lower changed the length of a code point; the word hashes need a 1:1 map")
@@ -72,23 +75,8 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
         lower[lo:lo + 8192] = np.frombuffer(data.decode("utf-8").encode("utf-32-le"), np.uint32)
     space &= valid
     non_letter &= valid
-    cjk = ((cps >= 0x3400) & (cps <= 0x4DBF)) | ((cps >= 0x4E00) & (cps <= 0x9FFF)) | ((cps >= 0xF900) & (cps <= 0xFAFF))
     classes = (space * SPACE | non_letter * NON_LETTER | cjk * CJK).astype(np.uint8)
     return classes, lower
-
-
-def string_buffers(arr: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
-    """(data bytes, offsets) of a string array without copying; offsets index into the bytes."""
-    if arr.null_count:
-        raise ValueError("word statistics need texts without nulls")
-    if arr.type not in (pa.string(), pa.large_string()):
-        raise TypeError(f"word statistics need a string array, got {arr.type}")
-    width = np.int64 if arr.type == pa.large_string() else np.int32
-    if len(arr) == 0:
-        return np.zeros(1, np.uint8), np.zeros(1, width)
-    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset:arr.offset + len(arr) + 1]
-    data = arr.buffers()[2]
-    return (np.frombuffer(data, np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)), offsets
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
