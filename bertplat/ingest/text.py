@@ -1,6 +1,8 @@
 """Text normalisation and sentence segmentation, vectorised over Arrow string arrays.
 
-Everything here works on whole batches with pyarrow compute (RE2 regexes compiled once in C++).
+The rules below are defined here as chains of pyarrow compute passes (RE2 regexes compiled once in
+C++): ``arrow_clean_whitespace`` and ``arrow_split_sentences``. The worker runs their compiled
+equivalents (``textpass``, one scan each instead of six and ten), which the tests hold to them.
 Unicode normalisation happens before, per document, in the worker, where CPython's quick check
 makes the common already-normalised case almost free (1 GB/s, against 0.1 GB/s in Arrow).
 
@@ -81,8 +83,24 @@ _UNHIDE = str.maketrans(_HIDDEN, _STOP_CHARS)
 _END_RE = f"{_EN_END_RE}|{_ZH_END_RE}"
 
 
-def clean_whitespace(arr: pa.StringArray, unwrap_lines: bool) -> pa.StringArray:
-    """Controls out, spaces collapsed, line structure tidied (see the module docstring).
+def clean_whitespace(arr: pa.StringArray, unwrap_lines: bool | np.ndarray = False) -> pa.StringArray:
+    """Controls out, spaces collapsed, line structure tidied (see the module docstring), in one compiled pass
+    (``textpass``); ``unwrap_lines`` may be a mask of the texts whose hard-wrapped lines are joined."""
+    from bertplat.ingest import textpass  # numba: imported where texts are cleaned only
+
+    return textpass.clean_whitespace(arr, unwrap_lines)
+
+
+def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
+    """Each text's sentences, trimmed, empty ones dropped: ``list<string>`` aligned with ``arr``, in one
+    compiled pass (``textpass``). The texts must be cleaned (:func:`clean_whitespace`) first."""
+    from bertplat.ingest import textpass
+
+    return textpass.split_sentences(arr, segment)
+
+
+def arrow_clean_whitespace(arr: pa.StringArray, unwrap_lines: bool) -> pa.StringArray:
+    """The definition of :func:`clean_whitespace` in Arrow kernels (six passes), which the tests hold it to.
 
     Line endings must already be ``\\n`` (the worker converts ``\\r\\n`` and ``\\r`` per document,
     where a memchr finds the rare documents that have them far faster than a regex pass)."""
@@ -109,8 +127,8 @@ def _all_ascii(arr: pa.StringArray) -> bool:
     return bool(pc.all(pc.string_is_ascii(arr)).as_py() is not False)
 
 
-def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
-    """Each text's sentences, trimmed, empty ones dropped: ``list<string>`` aligned with ``arr``.
+def arrow_split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
+    """The definition of :func:`split_sentences` in Arrow kernels (about ten passes), which the tests hold it to.
 
     The sentences of a text, joined, give back the text up to whitespace (a property test checks).
     """

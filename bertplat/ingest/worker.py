@@ -51,7 +51,6 @@ from bertplat.ingest.streams import (
     needs_transcoding,
 )
 from bertplat.ingest.text import clean_whitespace, split_sentences
-from bertplat.ingest.text import unwrap as unwrap_lines
 
 # Document length histogram, characters per document (log-spaced bin edges; the last bin is open).
 LENGTH_BINS = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000]
@@ -403,10 +402,8 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
             return None, rejects
         arr = pa.array([encoded[i] for i in ok], pa.binary()).cast(pa.string())
     arr = _clean_markup(arr, [batch.markup[i] for i in ok], cfg)
-    arr = clean_whitespace(arr, unwrap)
-    if not unwrap and any(batch.unwrap):   # some records (Gutenberg books) are hard-wrapped
-        mask = pa.array([batch.unwrap[i] for i in ok])
-        arr = pc.replace_with_mask(arr, mask, unwrap_lines(arr.filter(mask)))
+    # hard-wrapped lines are joined everywhere with unwrap, else in the records that say so (Gutenberg books)
+    arr = clean_whitespace(arr, True if unwrap else np.array([batch.unwrap[i] for i in ok], dtype=bool))
     if cfg.quality.max_mojibake_line_share is not None:
         arr, dropped = drop_mojibake_lines(arr, cfg.quality.max_mojibake_line_share)
         for j, line, start, share in dropped:
