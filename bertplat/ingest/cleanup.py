@@ -58,7 +58,14 @@ def clean_markup(arr: pa.StringArray, placeholder_token: str = "") -> pa.StringA
     arr = replace_in_rows(arr, rows_containing(arr, "px;", "em;", "pt;", ">"), _STYLE_RE, "")
     token = placeholder_token.replace("\\", "\\\\")
     arr = replace_in_rows(arr, rows_containing(arr, "formula_", "codice_"), _PLACEHOLDER_RE, token)
-    # parentheses are in most of the text's bytes (the long articles have them): full passes
+    # parentheses are in most of the text's bytes (the long articles have them): compiled scans over every text
+    from bertplat.ingest import textpass  # numba: imported where texts are cleaned only
+
+    return textpass.tidy_punctuation(arr)
+
+
+def arrow_tidy_punctuation(arr: pa.StringArray) -> pa.StringArray:
+    """Step 6 of the module docstring as RE2 passes: the definition ``textpass.tidy_punctuation`` is held to."""
     arr = pc.replace_substring_regex(arr, pattern=_EMPTY_PARENS_RE, replacement="")
     arr = pc.replace_substring_regex(arr, pattern=_OPEN_PUNCT_RE, replacement="\\1")
     arr = pc.replace_substring_regex(arr, pattern=_DOUBLE_PUNCT_RE, replacement="\\1")

@@ -199,7 +199,7 @@ def _sum_by(parent: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def drop_mojibake_lines(arr: pa.StringArray, share: float) -> tuple[pa.StringArray, list[tuple[int, int, str, float]]]:
     """``arr`` without its garbled lines, and (row, line number in the text, line start, share) for each."""
-    has = np.asarray(pc.greater(pc.count_substring_regex(arr, pattern=_MOJIBAKE), 1))
+    has = mojibake_counts(arr) > 1
     if not has.any():
         return arr, []
     import re
@@ -261,7 +261,7 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
                  f"of word characters inside repeated {n_}-grams "
                  f"(max_duplicate_ngram_share[{n_}]={dup_limits[n_]:g})")
     if cfg.max_mojibake_share is not None:
-        bad = np.asarray(pc.count_substring_regex(arr, pattern=_MOJIBAKE), dtype=np.float64)
+        bad = mojibake_counts(arr).astype(np.float64)
         share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
         fail(share > cfg.max_mojibake_share, "quality_mojibake", share,
              f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")
@@ -322,6 +322,13 @@ def _repeats(keys: np.ndarray) -> np.ndarray:
     later[0] = False
     later[1:] = codes[1:] <= seen[:-1]
     return later
+
+
+def mojibake_counts(arr: pa.StringArray) -> np.ndarray:
+    """The matches of ``_MOJIBAKE`` in each text, by a compiled scan (``wordstats``)."""
+    from bertplat.ingest.wordstats import mojibake_counts as count  # numba: the workers that filter only
+
+    return count(arr)
 
 
 def batch_word_stats(arr: pa.StringArray, top_sizes: tuple[int, ...] = (),

@@ -464,3 +464,121 @@ def _strings(data: np.ndarray, offsets: np.ndarray) -> pa.StringArray:
     if offsets[-1] < 2**31:
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ws(b):     # pragma: no cover - compiled; RE2's \s: [\t\n\f\r ]
+    return b == 0x20 or b == 0x09 or b == 0x0A or b == 0x0C or b == 0x0D
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _punct(b):     # pragma: no cover - compiled; [,;:]
+    return b == 0x2C or b == 0x3B or b == 0x3A
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _skip(src, j, end, punct):     # pragma: no cover - compiled
+    """The first byte of src[j:end] past a run of whitespace (punct False) or of [,;:] (punct True)."""
+    while j < end and (_punct(src[j]) if punct else _ws(src[j])):
+        j += 1
+    return j
+
+
+@numba.njit(cache=True, nogil=True)
+def _tidy(data, offsets):     # pragma: no cover - compiled
+    """``cleanup.arrow_tidy_punctuation`` of every text: its four RE2 passes in order, each a left-to-right scan
+    without overlapping matches. Every byte they look at is ASCII, so the scans go byte by byte."""
+    n = len(offsets) - 1
+    longest = 1
+    for d in range(n):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    a = np.empty(longest, np.uint8)      # the passes go data -> a -> b -> a -> out
+    b = np.empty(longest, np.uint8)
+    out = np.empty(max(offsets[n] - offsets[0], 1), np.uint8)
+    out_offsets = np.zeros(n + 1, np.int64)
+    o_final = 0
+    for d in range(n):
+        # 1. \s*[(\[]\s*[,;:]*\s*[)\]] -> "": empty brackets and the whitespace before them
+        src, start, end = data, offsets[d], offsets[d + 1]
+        o = 0
+        j = start
+        while j < end:
+            x = src[j]
+            r = _skip(src, j, end, False)
+            if r < end and (src[r] == 0x28 or src[r] == 0x5B):
+                e = _skip(src, _skip(src, _skip(src, r + 1, end, False), end, True), end, False)
+                if e < end and (src[e] == 0x29 or src[e] == 0x5D):
+                    j = e + 1
+                    continue
+            if r > j:                       # whitespace not before empty brackets stays, and so does the bracket
+                a[o:o + r - j] = src[j:r]
+                o += r - j
+                j = r
+                continue
+            a[o] = x
+            o += 1
+            j += 1
+        # 2. ([(\[])\s*[,;:]+\s* -> \1: a bracket opening on punctuation
+        m = o
+        o = 0
+        j = 0
+        while j < m:
+            x = a[j]
+            if x == 0x28 or x == 0x5B:
+                p = _skip(a, j + 1, m, False)
+                q = _skip(a, p, m, True)
+                if q > p:
+                    b[o] = x
+                    o += 1
+                    j = _skip(a, q, m, False)
+                    continue
+            b[o] = x
+            o += 1
+            j += 1
+        # 3. ([,;:])(?:\s*[,;:])+ -> \1: runs of punctuation, whitespace between, to the first
+        m = o
+        o = 0
+        j = 0
+        while j < m:
+            x = b[j]
+            b_end = j + 1
+            if _punct(x):
+                while True:
+                    k = _skip(b, b_end, m, False)
+                    if k < m and _punct(b[k]):
+                        b_end = k + 1
+                    else:
+                        break
+            a[o] = x
+            o += 1
+            j = b_end
+        # 4. " +([,;:.!?)\]])" -> \1: spaces before punctuation
+        m = o
+        j = 0
+        while j < m:
+            x = a[j]
+            if x == 0x20:
+                r = j
+                while r < m and a[r] == 0x20:
+                    r += 1
+                if r < m and (_punct(a[r]) or a[r] == 0x2E or a[r] == 0x21 or a[r] == 0x3F or a[r] == 0x29
+                              or a[r] == 0x5D):
+                    out[o_final] = a[r]
+                    o_final += 1
+                    j = r + 1
+                    continue
+                for _ in range(j, r):
+                    out[o_final] = 0x20
+                    o_final += 1
+                j = r
+                continue
+            out[o_final] = x
+            o_final += 1
+            j += 1
+        out_offsets[d + 1] = o_final
+    return out[:o_final], out_offsets
+
+
+def tidy_punctuation(arr: pa.StringArray) -> pa.StringArray:
+    """``cleanup.arrow_tidy_punctuation(arr)`` in one scan per pass."""
+    return _strings(*_tidy(*string_buffers(arr)))

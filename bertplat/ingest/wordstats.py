@@ -276,3 +276,50 @@ def word_stats(arr: pa.StringArray, top_sizes=(), dup_sizes=()) -> tuple[WordSta
     dup_n[list(dup_sizes)] = True
     top, dup = _ngrams(first, wchars, whash, sizes, top_n, dup_n)
     return WordStats(*per_doc.T.copy(), top, dup), astral
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _at(data, j, end):     # pragma: no cover - compiled
+    """(code point, bytes) at data[j], (-1, 0) at end."""
+    if j >= end:
+        return -1, 0
+    b = data[j]
+    if b < 0x80:
+        return np.int64(b), 1
+    if b < 0xE0:
+        return ((np.int64(b) & 0x1F) << 6) | (np.int64(data[j + 1]) & 0x3F), 2
+    if b < 0xF0:
+        return ((np.int64(b) & 0x0F) << 12) | ((np.int64(data[j + 1]) & 0x3F) << 6) | (np.int64(data[j + 2]) & 0x3F), 3
+    return np.int64(BMP), 4      # above the BMP: none of the pattern's characters
+
+
+@numba.njit(cache=True, nogil=True)
+def _mojibake(data, offsets, classes):     # pragma: no cover - compiled
+    """Per text, the matches of quality's ``_MOJIBAKE``, counted as RE2 counts them (left to right, no overlap):
+    U+FFFD; "?" before or after a CJK character; Â or Ã before U+0080-U+00BF; "â€"."""
+    n = len(offsets) - 1
+    counts = np.zeros(n, np.int64)
+    for d in range(n):
+        j = offsets[d]
+        end = offsets[d + 1]
+        c, w = _at(data, j, end)
+        while j < end:
+            nxt, nw = _at(data, j + w, end)
+            if c == 0xFFFD:
+                counts[d] += 1
+            elif nxt >= 0 and ((c == 0x3F and nxt < BMP and classes[nxt] & CJK)
+                               or (c < BMP and classes[c] & CJK and nxt == 0x3F)
+                               or ((c == 0xC2 or c == 0xC3) and 0x80 <= nxt <= 0xBF)
+                               or (c == 0xE2 and nxt == 0x20AC)):
+                counts[d] += 1
+                j += w                          # the pair is one match: the next one starts after it
+                c, w = nxt, nw
+                nxt, nw = _at(data, j + w, end)
+            j += w
+            c, w = nxt, nw
+    return counts
+
+
+def mojibake_counts(arr: pa.StringArray) -> np.ndarray:
+    """``pc.count_substring_regex(arr, pattern=quality._MOJIBAKE)`` in one scan."""
+    return _mojibake(*string_buffers(arr), tables()[0])

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bertplat.ingest import text as T
 from bertplat.ingest import textpass
+from bertplat.ingest.cleanup import arrow_tidy_punctuation
 from bertplat.ingest.textpass import DIGIT, EN_STOP, EXOTIC, REMOVE, TRIM, ZH_STOP, classes
 
 # the pieces the rules look at: every stop and closing or opening quote of both languages, the abbreviations
@@ -104,3 +105,16 @@ def test_classes_of_known_code_points():
     assert cls[ord("\t")] & EXOTIC and cls[0x00A0] & EXOTIC and not cls[ord(" ")] & EXOTIC
     assert cls[ord(".")] & EN_STOP and cls[0xFF0E] & ZH_STOP and not cls[0x2026] & ZH_STOP
     assert cls[ord("7")] & DIGIT and cls[0xFF17] & DIGIT and not cls[ord("a")] & DIGIT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=list("()[],;:.!? \t\n\f\r\x0bxé中"), max_size=40), min_size=1, max_size=8))
+def test_punctuation_tidy_equals_the_arrow_passes(values):
+    arr = pa.array(values)
+    assert textpass.tidy_punctuation(arr).to_pylist() == arrow_tidy_punctuation(arr).to_pylist()
+
+
+def test_punctuation_tidy_by_hand():
+    cases = {"Aegina (; Greek: x)": "Aegina (Greek: x)", "a ( ) b": "a b", "x ( , ; ) y": "x (;) y",
+             "a , , ;x": "a,x", "a ) )": "a))", "p  [ ]q": "pq", ",  ,  x": ",  x"}
+    assert textpass.tidy_punctuation(pa.array(list(cases))).to_pylist() == list(cases.values())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertplat.ingest.quality import arrow_word_stats, batch_word_stats
+from bertplat.ingest.quality import _MOJIBAKE, arrow_word_stats, batch_word_stats, mojibake_counts
 from bertplat.ingest.wordstats import CJK, NON_LETTER, SPACE, WordStats, tables, word_stats
 
 TOP, DUP = (2, 3, 4), (5, 6, 7, 8, 9, 10)
@@ -92,3 +93,14 @@ def test_empty_and_large_string_arrays_and_a_trailing_newline_after_an_emoji():
     large = batch_word_stats(pa.array(texts, pa.large_string()), TOP, DUP)
     assert_same(large, batch_word_stats(pa.array(texts), TOP, DUP))
     assert large.n_words.tolist() == [3, 4, 3] and large.non_space.tolist() == [3, 4, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=list("?中日aÂÃâ€\u0080\u00bf\u00c0\ufffd \n") + ["\U0001f600"], max_size=40),
+                min_size=1, max_size=8))
+def test_mojibake_counts_equal_the_regex(texts):
+    """RE2 counts the matches left to right without overlap: "?中?" is one match, "中?中?中" two."""
+    arr = pa.array(texts)
+    want = np.asarray(pc.count_substring_regex(arr, pattern=_MOJIBAKE))
+    assert mojibake_counts(arr).tolist() == want.tolist()
+    assert mojibake_counts(pa.array(["?中?", "中?中?中", "Ã©tÃ© â€™", "\ufffd"])).tolist() == [1, 2, 3, 1]
