@@ -305,8 +305,9 @@ def _sentences(data, offsets, segment, cls, words1, len1, groups1, words_num, le
             first = _trim_start(data, pos[a], pos[i], cls)
             last = _trim_end(data, first, pos[i], cls)
             if last > first:
-                out[o:o + last - first] = data[first:last]
-                o += last - first
+                for k in range(first, last):
+                    out[o] = data[k]
+                    o += 1
                 s += 1
                 if s == len(bounds):
                     grown = np.zeros(2 * len(bounds), np.int64)
@@ -466,28 +467,41 @@ def _strings(data: np.ndarray, offsets: np.ndarray) -> pa.StringArray:
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _ws(b):     # pragma: no cover - compiled; RE2's \s: [\t\n\f\r ]
-    return b == 0x20 or b == 0x09 or b == 0x0A or b == 0x0C or b == 0x0D
+# bytes the punctuation tidy looks at: RE2's \s ([\t\n\f\r ]), opening and closing brackets, [,;:], and what a
+# space before is removed from ([,;:.!?)\]])
+T_WS, T_OPEN, T_CLOSE, T_PUNCT, T_AFTER_SPACE, T_SPACE = 1, 2, 4, 8, 16, 32
+
+
+def _tidy_bytes() -> np.ndarray:
+    table = np.zeros(256, np.uint8)
+    for chars, bit in (("\t\n\f\r ", T_WS), ("([", T_OPEN), (")]", T_CLOSE), (",;:", T_PUNCT),
+                       (",;:.!?)]", T_AFTER_SPACE), (" ", T_SPACE)):
+        table[[ord(c) for c in chars]] |= bit
+    return table
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _punct(b):     # pragma: no cover - compiled; [,;:]
-    return b == 0x2C or b == 0x3B or b == 0x3A
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _skip(src, j, end, punct):     # pragma: no cover - compiled
-    """The first byte of src[j:end] past a run of whitespace (punct False) or of [,;:] (punct True)."""
-    while j < end and (_punct(src[j]) if punct else _ws(src[j])):
+def _skip(src, j, end, table, bit):     # pragma: no cover - compiled
+    """The first byte of src[j:end] past a run of bytes of the class ``bit``."""
+    while j < end and table[src[j]] & bit:
         j += 1
     return j
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unspace(buf, o, floor, table, bit):     # pragma: no cover - compiled
+    """The end of buf[floor:o] without its trailing bytes of the class ``bit``."""
+    while o > floor and table[buf[o - 1]] & bit:
+        o -= 1
+    return o
+
+
 @numba.njit(cache=True, nogil=True)
-def _tidy(data, offsets):     # pragma: no cover - compiled
+def _tidy(data, offsets, table):     # pragma: no cover - compiled
     """``cleanup.arrow_tidy_punctuation`` of every text: its four RE2 passes in order, each a left-to-right scan
-    without overlapping matches. Every byte they look at is ASCII, so the scans go byte by byte."""
+    without overlapping matches. Every byte they look at is ASCII, so the scans go byte by byte; a match that
+    begins with a run of whitespace is found at the byte after the run, and the run taken back from the output
+    (it starts after the previous match, whose last byte is no whitespace)."""
     n = len(offsets) - 1
     longest = 1
     for d in range(n):
@@ -499,22 +513,18 @@ def _tidy(data, offsets):     # pragma: no cover - compiled
     o_final = 0
     for d in range(n):
         # 1. \s*[(\[]\s*[,;:]*\s*[)\]] -> "": empty brackets and the whitespace before them
-        src, start, end = data, offsets[d], offsets[d + 1]
+        end = offsets[d + 1]
         o = 0
-        j = start
+        j = offsets[d]
         while j < end:
-            x = src[j]
-            r = _skip(src, j, end, False)
-            if r < end and (src[r] == 0x28 or src[r] == 0x5B):
-                e = _skip(src, _skip(src, _skip(src, r + 1, end, False), end, True), end, False)
-                if e < end and (src[e] == 0x29 or src[e] == 0x5D):
+            x = data[j]
+            if table[x] & T_OPEN:
+                e = _skip(data, _skip(data, _skip(data, j + 1, end, table, T_WS), end, table, T_PUNCT), end,
+                          table, T_WS)
+                if e < end and table[data[e]] & T_CLOSE:
+                    o = _unspace(a, o, 0, table, T_WS)
                     j = e + 1
                     continue
-            if r > j:                       # whitespace not before empty brackets stays, and so does the bracket
-                a[o:o + r - j] = src[j:r]
-                o += r - j
-                j = r
-                continue
             a[o] = x
             o += 1
             j += 1
@@ -524,61 +534,45 @@ def _tidy(data, offsets):     # pragma: no cover - compiled
         j = 0
         while j < m:
             x = a[j]
-            if x == 0x28 or x == 0x5B:
-                p = _skip(a, j + 1, m, False)
-                q = _skip(a, p, m, True)
-                if q > p:
-                    b[o] = x
-                    o += 1
-                    j = _skip(a, q, m, False)
-                    continue
             b[o] = x
             o += 1
             j += 1
+            if table[x] & T_OPEN:
+                p = _skip(a, j, m, table, T_WS)
+                q = _skip(a, p, m, table, T_PUNCT)
+                if q > p:
+                    j = _skip(a, q, m, table, T_WS)
         # 3. ([,;:])(?:\s*[,;:])+ -> \1: runs of punctuation, whitespace between, to the first
         m = o
         o = 0
         j = 0
         while j < m:
             x = b[j]
-            b_end = j + 1
-            if _punct(x):
-                while True:
-                    k = _skip(b, b_end, m, False)
-                    if k < m and _punct(b[k]):
-                        b_end = k + 1
-                    else:
-                        break
             a[o] = x
             o += 1
-            j = b_end
+            j += 1
+            if table[x] & T_PUNCT:
+                while True:
+                    k = _skip(b, j, m, table, T_WS)
+                    if k < m and table[b[k]] & T_PUNCT:
+                        j = k + 1
+                    else:
+                        break
         # 4. " +([,;:.!?)\]])" -> \1: spaces before punctuation
-        m = o
-        j = 0
-        while j < m:
+        first = o_final
+        for j in range(o):
             x = a[j]
-            if x == 0x20:
-                r = j
-                while r < m and a[r] == 0x20:
-                    r += 1
-                if r < m and (_punct(a[r]) or a[r] == 0x2E or a[r] == 0x21 or a[r] == 0x3F or a[r] == 0x29
-                              or a[r] == 0x5D):
-                    out[o_final] = a[r]
-                    o_final += 1
-                    j = r + 1
-                    continue
-                for _ in range(j, r):
-                    out[o_final] = 0x20
-                    o_final += 1
-                j = r
-                continue
+            if table[x] & T_AFTER_SPACE:
+                o_final = _unspace(out, o_final, first, table, T_SPACE)
             out[o_final] = x
             o_final += 1
-            j += 1
         out_offsets[d + 1] = o_final
     return out[:o_final], out_offsets
 
 
+_TIDY_BYTES = _tidy_bytes()
+
+
 def tidy_punctuation(arr: pa.StringArray) -> pa.StringArray:
     """``cleanup.arrow_tidy_punctuation(arr)`` in one scan per pass."""
-    return _strings(*_tidy(*string_buffers(arr)))
+    return _strings(*_tidy(*string_buffers(arr), _TIDY_BYTES))
