@@ -296,14 +296,19 @@ def _at(data, j, end):     # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _mojibake(data, offsets, classes):     # pragma: no cover - compiled
     """Per text, the matches of quality's ``_MOJIBAKE``, counted as RE2 counts them (left to right, no overlap):
-    U+FFFD; "?" before or after a CJK character; Â or Ã before U+0080-U+00BF; "â€"."""
+    U+FFFD; "?" before or after a CJK character; Â or Ã before U+0080-U+00BF; "â€". Only "?" and the lead bytes
+    from 0xC3 up begin a match, so every other byte is stepped over one at a time (continuation bytes too)."""
     n = len(offsets) - 1
     counts = np.zeros(n, np.int64)
     for d in range(n):
         j = offsets[d]
         end = offsets[d + 1]
-        c, w = _at(data, j, end)
         while j < end:
+            b = data[j]
+            if b != 0x3F and b < 0xC3:
+                j += 1
+                continue
+            c, w = _at(data, j, end)
             nxt, nw = _at(data, j + w, end)
             if c == 0xFFFD:
                 counts[d] += 1
@@ -312,11 +317,8 @@ def _mojibake(data, offsets, classes):     # pragma: no cover - compiled
                                or ((c == 0xC2 or c == 0xC3) and 0x80 <= nxt <= 0xBF)
                                or (c == 0xE2 and nxt == 0x20AC)):
                 counts[d] += 1
-                j += w                          # the pair is one match: the next one starts after it
-                c, w = nxt, nw
-                nxt, nw = _at(data, j + w, end)
+                j += nw                         # the pair is one match: the next one starts after it
             j += w
-            c, w = nxt, nw
     return counts
 
 

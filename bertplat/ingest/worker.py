@@ -389,14 +389,15 @@ def _encode_texts(texts: list[str | bytes], cfg: IngestConfig) -> tuple[list[byt
     return out, errors
 
 
-def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Table | None, list[tuple[int, str, str]]]:
-    """The batch as a corpus table, plus (row, reason, detail) for every rejected record."""
+def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Table | None, list[tuple[int, str, str, int]]]:
+    """The batch as a corpus table, plus (row, reason, detail, characters removed by a quality filter) for every
+    rejected record."""
     arr = _encode_fast(batch.texts, cfg)
     if arr is not None:
         ok, rejects = list(range(len(batch.texts))), []
     else:
         encoded, errors = _encode_texts(batch.texts, cfg)
-        rejects = [(i, "undecodable", e) for i, e in enumerate(errors) if e]
+        rejects = [(i, "undecodable", e, 0) for i, e in enumerate(errors) if e]
         ok = [i for i, e in enumerate(errors) if not e]
         if not ok:
             return None, rejects
@@ -409,13 +410,13 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         for j, line, start, share in dropped:
             rejects.append((ok[j], "quality_mojibake_line", f"line {line} of the text dropped: {share:.3g} of its "
                             f"characters garbled (max_mojibake_line_share={cfg.quality.max_mojibake_line_share:g}): "
-                            f"{start!r}"))
+                            f"{start!r}", 0))
     n_chars = np.asarray(pc.utf8_length(arr), dtype=np.int64)
     short = n_chars < cfg.min_chars
     if short.any():
         for j in np.flatnonzero(short):
             reason = "empty_text" if n_chars[j] == 0 else "too_short"
-            rejects.append((ok[j], reason, f"{n_chars[j]} characters after normalisation (min_chars={cfg.min_chars})"))
+            rejects.append((ok[j], reason, f"{n_chars[j]} characters after normalisation (min_chars={cfg.min_chars})", 0))
         keep = ~short
         arr = arr.filter(pa.array(keep))
         n_chars = n_chars[keep]
@@ -427,7 +428,7 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         keep = np.ones(len(ok), dtype=bool)
         for f in failures:
             keep[f.row] = False
-            rejects.append((ok[f.row], f.reason, f"{f.detail} ({n_chars[f.row]} characters)"))
+            rejects.append((ok[f.row], f.reason, f"{f.detail} ({n_chars[f.row]} characters)", int(n_chars[f.row])))
         examples = arr.take(pa.array([f.row for f in failures[:20]])).to_pylist()
         batch.examples += [(ok[f.row], t[:160]) for f, t in zip(failures, examples)]
         arr = arr.filter(pa.array(keep))
@@ -561,9 +562,9 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
         if batch.texts:
             table, bad = process_batch(batch, cfg, unwrap=cfg.unwrap_lines is True)
             examples = dict(batch.examples)
-            for row, reason, detail in bad:
+            for row, reason, detail, chars in bad:
                 if reason in QUALITY_REASONS:
-                    _filtered(batch, row, reason, detail, examples.get(row))
+                    _filtered(batch, row, reason, detail, chars, examples.get(row))
                 else:
                     reject(batch.files[row], reason, detail, batch.records[row], batch.lines[row])
             result.length_hist_before_filters = [a + int(b) for a, b in
@@ -576,13 +577,12 @@ def run_task(task: Task, cfg: IngestConfig, out_dir: str) -> TaskResult:
                     near.write(*batch.near)
             batch.clear()
 
-    def _filtered(b: _Batch, row: int, reason: str, detail: str, text: str | None) -> None:
+    def _filtered(b: _Batch, row: int, reason: str, detail: str, chars: int, text: str | None) -> None:
         """A quality filter's removal: in the rejects table, but counted apart from rejects."""
         f = b.files[row]
         rejects.add(f, reason, detail, b.records[row], b.lines[row])
         result.filtered[reason] += 1
-        chars = detail.rsplit("(", 1)[-1].split(" ")[0] if reason != "quality_mojibake_line" else "0"
-        result.filtered_chars[reason] += int(chars) if chars.isdigit() else 0
+        result.filtered_chars[reason] += chars
         ex = result.filtered_examples.setdefault(reason, [])
         if len(ex) < 3:
             ex.append({"file": f.relname, "record": b.records[row], "detail": detail, "text": text or ""})
