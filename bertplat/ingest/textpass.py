@@ -145,7 +145,24 @@ def _clean(data, offsets, unwrap, cls):     # pragma: no cover - compiled
         newlines = 0
         while j < end:
             b = data[j]
-            if 0x20 < b < 0x7F and not newlines and not space:   # the common case first: a printable ASCII byte
+            if 0x20 < b < 0x7F and not (newlines or space):   # the common case first: a printable ASCII byte
+                out[o] = b
+                o += 1
+                j += 1
+                continue
+            if b == SPACE:
+                space = True
+                j += 1
+                continue
+            if b == NL:
+                newlines += 1
+                space = False          # a space before a newline goes
+                j += 1
+                continue
+            if 0x20 < b < 0x7F:        # a printable ASCII byte
+                o = _pending(out, o, newlines, space, unwrap[d])
+                newlines = 0
+                space = False
                 out[o] = b
                 o += 1
                 j += 1
@@ -166,24 +183,10 @@ def _clean(data, offsets, unwrap, cls):     # pragma: no cover - compiled
             bits = _cls(cls, c)
             if bits & REMOVE:
                 continue
-            if c == SPACE or bits & EXOTIC:
+            if bits & EXOTIC:
                 space = True
                 continue
-            if c == NL:
-                newlines += 1
-                space = False          # a space before a newline goes
-                continue
-            if newlines:               # ... and one after it
-                if unwrap[d] and newlines == 1:
-                    out[o] = SPACE
-                    o += 1
-                else:
-                    for _ in range(min(newlines, 2)):
-                        out[o] = NL
-                        o += 1
-            elif space:
-                out[o] = SPACE
-                o += 1
+            o = _pending(out, o, newlines, space, unwrap[d])
             newlines = 0
             space = False
             while k < j:
@@ -199,6 +202,24 @@ def _clean(data, offsets, unwrap, cls):     # pragma: no cover - compiled
             o = start + size
         out_offsets[d + 1] = o
     return out[:o], out_offsets
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pending(out, o, newlines, space, unwrap):     # pragma: no cover - compiled
+    """Write what the whitespace before a character becomes: the newlines (at most two; with unwrap one is a
+    space), else one space; a space beside a newline goes."""
+    if newlines:
+        if unwrap and newlines == 1:
+            out[o] = SPACE
+            o += 1
+        else:
+            for _ in range(min(newlines, 2)):
+                out[o] = NL
+                o += 1
+    elif space:
+        out[o] = SPACE
+        o += 1
+    return o
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
