@@ -48,7 +48,8 @@ QUALITY_REASONS = {
 
 _CJK = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 _MOJIBAKE = "\ufffd|\\?" + _CJK + "|" + _CJK + "\\?|[\u00c2\u00c3][\u0080-\u00bf]|\u00e2\u20ac"
-_END_PUNCT = "[.!?;:\u3002\uff01\uff1f\uff0e\uff61\u2026\"'\u201d\u2019\u300d\u300f)\\]\uff09]$"
+_END_CHARS = ".!?;:\u3002\uff01\uff1f\uff0e\uff61\u2026\"'\u201d\u2019\u300d\u300f)]\uff09"
+_END_PUNCT = "[" + _END_CHARS.replace("]", "\\]") + "]$"
 
 
 # Neither a letter, a mark nor whitespace (the text is normalised: its only spaces are " " and "\n").
@@ -284,30 +285,54 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
             for j, r, v in zip(rows.tolist(), rule[rows].tolist(), value[rows].tolist())]
 
 
-def _line_rules(arr: pa.StringArray, cfg: QualityFilters, fail) -> None:
+@dataclass
+class LineCounts:
+    """Per document, over its non-empty lines: how many, how many end without punctuation, how many repeat an
+    earlier line of the document, and the characters of the repeated lines and of all lines."""
+    lines: np.ndarray
+    no_end: np.ndarray
+    repeated: np.ndarray
+    repeated_chars: np.ndarray
+    chars: np.ndarray
+
+
+def line_counts(arr: pa.StringArray) -> LineCounts:
+    """The counts of the line rules in one compiled scan (``wordstats``), equal to :func:`arrow_line_counts`."""
+    from bertplat.ingest.wordstats import line_counts as count  # numba: the workers that filter only
+
+    return LineCounts(*count(arr, _END_CHARS))
+
+
+def arrow_line_counts(arr: pa.StringArray) -> LineCounts:
+    """The definition of :func:`line_counts` in Arrow kernels: lines split at newlines, lengths in code points,
+    the ending by ``_END_PUNCT``, repeats by Arrow's hash encoding of the lines."""
     n = len(arr)
     lines = pc.split_pattern(arr, pattern="\n")
     parent = np.asarray(pc.list_parent_indices(lines))
     flat = pc.list_flatten(lines)
     length = np.asarray(pc.utf8_length(flat), dtype=np.float64)
     real = length > 0
-    n_lines = np.bincount(parent[real], minlength=n).astype(np.float64)
-    if cfg.max_lines_without_end_punct is not None:
-        ends = np.asarray(pc.match_substring_regex(flat, pattern=_END_PUNCT))
-        share = np.bincount(parent[real & ~ends], minlength=n) / np.maximum(n_lines, 1)
-        fail(share > cfg.max_lines_without_end_punct, "quality_no_end_punct", share,
-             f"of lines end without punctuation (max_lines_without_end_punct={cfg.max_lines_without_end_punct:g})")
-    if cfg.max_duplicate_line_share is None and cfg.max_duplicate_line_char_share is None:
-        return
+    ends = np.asarray(pc.match_substring_regex(flat, pattern=_END_PUNCT))
     ids = np.asarray(pc.dictionary_encode(flat).indices, dtype=np.int64)
     repeat = _repeats(parent[real] * (int(ids.max()) + 1 if len(ids) else 1) + ids[real])
     par, ln = parent[real], length[real]
+    return LineCounts(np.bincount(par, minlength=n), np.bincount(parent[real & ~ends], minlength=n),
+                      np.bincount(par[repeat], minlength=n), _sum_by(par[repeat], ln[repeat], n), _sum_by(par, ln, n))
+
+
+def _line_rules(arr: pa.StringArray, cfg: QualityFilters, fail) -> None:
+    counts = line_counts(arr)
+    n_lines = np.maximum(counts.lines, 1)
+    if cfg.max_lines_without_end_punct is not None:
+        share = counts.no_end / n_lines
+        fail(share > cfg.max_lines_without_end_punct, "quality_no_end_punct", share,
+             f"of lines end without punctuation (max_lines_without_end_punct={cfg.max_lines_without_end_punct:g})")
     if cfg.max_duplicate_line_share is not None:
-        share = np.bincount(par[repeat], minlength=n) / np.maximum(n_lines, 1)
+        share = counts.repeated / n_lines
         fail(share > cfg.max_duplicate_line_share, "quality_duplicate_lines", share,
              f"of lines repeat an earlier one (max_duplicate_line_share={cfg.max_duplicate_line_share:g})")
     if cfg.max_duplicate_line_char_share is not None:
-        share = _sum_by(par[repeat], ln[repeat], n) / np.maximum(_sum_by(par, ln, n), 1)
+        share = counts.repeated_chars / np.maximum(counts.chars, 1)
         fail(share > cfg.max_duplicate_line_char_share, "quality_duplicate_line_chars", share,
              f"of characters in repeated lines (max_duplicate_line_char_share={cfg.max_duplicate_line_char_share:g})")
 

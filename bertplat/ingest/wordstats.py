@@ -325,3 +325,87 @@ def _mojibake(data, offsets, classes):     # pragma: no cover - compiled
 def mojibake_counts(arr: pa.StringArray) -> np.ndarray:
     """``pc.count_substring_regex(arr, pattern=quality._MOJIBAKE)`` in one scan."""
     return _mojibake(*string_buffers(arr), tables()[0])
+
+
+@numba.njit(cache=True, nogil=True)
+def _lines(data, offsets, end_chars):     # pragma: no cover - compiled
+    """Per text, over its non-empty lines: lines, lines whose last code point is not in ``end_chars`` (sorted),
+    lines equal to an earlier line of the text, and the characters of those and of all lines. Equal lines
+    are found by a hash table of the text's lines and confirmed byte by byte."""
+    n = len(offsets) - 1
+    out = np.zeros((5, n), np.float64)
+    most = 1
+    for d in range(n):
+        lines = 1
+        for j in range(offsets[d], offsets[d + 1]):
+            if data[j] == 0x0A:
+                lines += 1
+        most = max(most, lines)
+    size = 1
+    while size < 2 * most:
+        size *= 2
+    starts = np.empty(size, np.int64)
+    ends = np.empty(size, np.int64)
+    hashes = np.empty(size, np.uint64)
+    fnv = np.uint64(0x100000001B3)
+    for d in range(n):
+        lines = 1
+        for j in range(offsets[d], offsets[d + 1]):
+            if data[j] == 0x0A:
+                lines += 1
+        tsize = 1
+        while tsize < 2 * lines:
+            tsize *= 2
+        mask = np.uint64(tsize - 1)
+        starts[:tsize] = -1
+        s = offsets[d]
+        end = offsets[d + 1]
+        while s <= end:
+            e = s
+            h = np.uint64(0xCBF29CE484222325)
+            chars = 0
+            while e < end and data[e] != 0x0A:
+                b = data[e]
+                h = (h ^ np.uint64(b)) * fnv
+                if (b & 0xC0) != 0x80:
+                    chars += 1
+                e += 1
+            if chars:
+                out[0, d] += 1
+                out[4, d] += chars
+                k = e - 1                       # the last code point
+                while (data[k] & 0xC0) == 0x80:
+                    k -= 1
+                last, _ = _at(data, k, e)
+                i = np.searchsorted(end_chars, last)
+                if i >= len(end_chars) or end_chars[i] != last:
+                    out[1, d] += 1
+                h = _mix(h)
+                slot = h & mask
+                while True:
+                    t = np.int64(slot)
+                    if starts[t] < 0:
+                        starts[t] = s
+                        ends[t] = e
+                        hashes[t] = h
+                        break
+                    if hashes[t] == h and ends[t] - starts[t] == e - s:
+                        same = True
+                        for q in range(e - s):
+                            if data[starts[t] + q] != data[s + q]:
+                                same = False
+                                break
+                        if same:
+                            out[2, d] += 1
+                            out[3, d] += chars
+                            break
+                    slot = (slot + np.uint64(1)) & mask
+            s = e + 1
+    return out
+
+
+def line_counts(arr: pa.StringArray, end_chars: str) -> tuple[np.ndarray, ...]:
+    """(lines, lines without an ending in ``end_chars``, repeated lines, their characters, all characters) per text."""
+    data, offsets = string_buffers(arr)
+    out = _lines(data, offsets, np.array(sorted(map(ord, end_chars)), np.int64))
+    return out[0].astype(np.int64), out[1].astype(np.int64), out[2].astype(np.int64), out[3], out[4]

@@ -8,7 +8,14 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertplat.ingest.quality import _MOJIBAKE, arrow_word_stats, batch_word_stats, mojibake_counts
+from bertplat.ingest.quality import (
+    _MOJIBAKE,
+    arrow_line_counts,
+    arrow_word_stats,
+    batch_word_stats,
+    line_counts,
+    mojibake_counts,
+)
 from bertplat.ingest.wordstats import CJK, NON_LETTER, SPACE, WordStats, tables, word_stats
 
 TOP, DUP = (2, 3, 4), (5, 6, 7, 8, 9, 10)
@@ -104,3 +111,17 @@ def test_mojibake_counts_equal_the_regex(texts):
     want = np.asarray(pc.count_substring_regex(arr, pattern=_MOJIBAKE))
     assert mojibake_counts(arr).tolist() == want.tolist()
     assert mojibake_counts(pa.array(["?中?", "中?中?中", "Ã©tÃ© â€™", "\ufffd"])).tolist() == [1, 2, 3, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["", "a", "a.", "b!", "中文。", "x”", "é", "(a)", " ", "a b", "\U0001f600"]),
+                         max_size=12).map("\n".join), min_size=1, max_size=8), st.integers(0, 2))
+def test_line_counts_equal_the_arrow_definition(texts, start):
+    """Few distinct lines, so that many repeat; empty lines count for nothing; a slice reads its own texts."""
+    arr = pa.array(texts)[start % len(texts):]
+    got, want = line_counts(arr), arrow_line_counts(arr)
+    for field in ("lines", "no_end", "repeated", "repeated_chars", "chars"):
+        assert getattr(got, field).tolist() == getattr(want, field).tolist(), field
+    by_hand = line_counts(pa.array(["a.\nb\na.\n\na.", "中文。\n中文"]))
+    assert by_hand.lines.tolist() == [4, 2] and by_hand.no_end.tolist() == [1, 1]
+    assert by_hand.repeated.tolist() == [2, 0] and by_hand.repeated_chars.tolist() == [4, 0]
