@@ -331,7 +331,7 @@ def mojibake_counts(arr: pa.StringArray) -> np.ndarray:
 def _lines(data, offsets, end_chars):     # pragma: no cover - compiled
     """Per text, over its non-empty lines: lines, lines whose last code point is not in ``end_chars`` (sorted),
     lines equal to an earlier line of the text, and the characters of those and of all lines. Equal lines
-    are found by a hash table of the text's lines and confirmed byte by byte."""
+    are found by a hash table of the text's lines (hashing a few of their bytes) and confirmed byte by byte."""
     n = len(offsets) - 1
     out = np.zeros((5, n), np.float64)
     most = 1
@@ -362,15 +362,16 @@ def _lines(data, offsets, end_chars):     # pragma: no cover - compiled
         end = offsets[d + 1]
         while s <= end:
             e = s
-            h = np.uint64(0xCBF29CE484222325)
             chars = 0
             while e < end and data[e] != 0x0A:
-                b = data[e]
-                h = (h ^ np.uint64(b)) * fnv
-                if (b & 0xC0) != 0x80:
-                    chars += 1
+                chars += (data[e] & 0xC0) != 0x80
                 e += 1
             if chars:
+                # the hash only sorts lines into slots: the length and up to 8 bytes at each end and the middle
+                h = np.uint64(e - s)
+                for q in (s, (s + e) // 2, e - 8):
+                    for r in range(max(q, s), min(q + 8, e)):
+                        h = (h ^ np.uint64(data[r])) * fnv
                 out[0, d] += 1
                 out[4, d] += chars
                 k = e - 1                       # the last code point
