@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from bertplat.ingest import text as T
 from bertplat.ingest.text import string_buffers
-from bertplat.ingest.wordstats import BMP, _utf8_array
+from bertplat.ingest.wordstats import BMP, _at, _utf8_array
 
 # bits of the code point classes
 TRIM, REMOVE, EXOTIC, EN_STOP, EN_CLOSE, EN_OPEN, ZH_STOP, ZH_CLOSE, NESTED_STOP, DIGIT = (1 << k for k in range(10))
@@ -97,27 +97,17 @@ def abbreviations() -> tuple[np.ndarray, ...]:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _decode(data, j, end, cp, pos):     # pragma: no cover - compiled
-    """The code points of data[j:end] into cp, their byte positions into pos (pos[m] = end); returns m, and
-    whether a code point from U+2000 up is among them (the quotes and full-width stops are)."""
+    """The code points of data[j:end] into cp (U+10000 for any above the BMP: no rule looks at those), their byte
+    positions into pos (pos[m] = end); returns m, and whether a code point from U+2000 up in the BMP is among
+    them (the quotes and full-width stops are)."""
     m = 0
     wide = False
     while j < end:
-        b = data[j]
+        c, w = _at(data, j, end)
         pos[m] = j
-        if b < 0x80:
-            cp[m] = b
-            j += 1
-        elif b < 0xE0:
-            cp[m] = ((np.int32(b) & 0x1F) << 6) | (np.int32(data[j + 1]) & 0x3F)
-            j += 2
-        elif b < 0xF0:
-            cp[m] = ((np.int32(b) & 0x0F) << 12) | ((np.int32(data[j + 1]) & 0x3F) << 6) | (np.int32(data[j + 2]) & 0x3F)
-            wide = wide or b >= 0xE2
-            j += 3
-        else:
-            cp[m] = ((np.int32(b) & 0x07) << 18) | ((np.int32(data[j + 1]) & 0x3F) << 12) \
-                | ((np.int32(data[j + 2]) & 0x3F) << 6) | (np.int32(data[j + 3]) & 0x3F)
-            j += 4
+        cp[m] = c
+        wide = wide or (w == 3 and data[j] >= 0xE2)
+        j += w
         m += 1
     pos[m] = end
     return m, wide
@@ -168,18 +158,8 @@ def _clean(data, offsets, unwrap, cls):     # pragma: no cover - compiled
                 j += 1
                 continue
             k = j
-            if b < 0x80:
-                c = np.int32(b)
-                j += 1
-            elif b < 0xE0:
-                c = ((np.int32(b) & 0x1F) << 6) | (np.int32(data[j + 1]) & 0x3F)
-                j += 2
-            elif b < 0xF0:
-                c = ((np.int32(b) & 0x0F) << 12) | ((np.int32(data[j + 1]) & 0x3F) << 6) | (np.int32(data[j + 2]) & 0x3F)
-                j += 3
-            else:
-                c = 0x10000
-                j += 4
+            c, w = _at(data, j, end)
+            j += w
             bits = _cls(cls, c)
             if bits & REMOVE:
                 continue
@@ -226,16 +206,8 @@ def _pending(out, o, newlines, space, unwrap):     # pragma: no cover - compiled
 def _trim_start(buf, j, end, cls):     # pragma: no cover - compiled
     """The first byte of buf[j:end] after its leading whitespace (TRIM)."""
     while j < end:
-        b = buf[j]
-        if b < 0x80:
-            c, w = np.int32(b), 1
-        elif b < 0xE0:
-            c, w = ((np.int32(b) & 0x1F) << 6) | (np.int32(buf[j + 1]) & 0x3F), 2
-        elif b < 0xF0:
-            c, w = ((np.int32(b) & 0x0F) << 12) | ((np.int32(buf[j + 1]) & 0x3F) << 6) | (np.int32(buf[j + 2]) & 0x3F), 3
-        else:
-            return j
-        if not cls[c] & TRIM:
+        c, w = _at(buf, j, end)
+        if not _cls(cls, c) & TRIM:
             return j
         j += w
     return j
