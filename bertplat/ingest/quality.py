@@ -198,11 +198,14 @@ def _sum_by(parent: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(parent, weights=values, minlength=n)
 
 
-def drop_mojibake_lines(arr: pa.StringArray, share: float) -> tuple[pa.StringArray, list[tuple[int, int, str, float]]]:
-    """``arr`` without its garbled lines, and (row, line number in the text, line start, share) for each."""
-    has = mojibake_counts(arr) > 1
+def drop_mojibake_lines(arr: pa.StringArray, share: float
+                        ) -> tuple[pa.StringArray, list[tuple[int, int, str, float]], np.ndarray]:
+    """``arr`` without its garbled lines, (row, line number in the text, line start, share) for each, and the
+    mojibake counts of the texts returned (for the document rule, which then need not count again)."""
+    counts = mojibake_counts(arr)
+    has = counts > 1
     if not has.any():
-        return arr, []
+        return arr, [], counts
     import re
 
     bad_re = re.compile(_MOJIBAKE)
@@ -217,12 +220,15 @@ def drop_mojibake_lines(arr: pa.StringArray, share: float) -> tuple[pa.StringArr
             else:
                 kept.append(line)
         values.append("\n".join(kept))
-    return pc.replace_with_mask(arr, pa.array(has), pa.array(values, pa.string())), dropped
+    arr = pc.replace_with_mask(arr, pa.array(has), pa.array(values, pa.string()))
+    counts[rows] = mojibake_counts(arr.take(pa.array(rows)))
+    return arr, dropped, counts
 
 
-def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int = 0) -> list[Failure]:
+def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int = 0,
+                       mojibake: np.ndarray | None = None) -> list[Failure]:
     """The first failed filter of every document that fails one (filters in the order of the config);
-    rows are numbered from ``row_offset``."""
+    rows are numbered from ``row_offset``. ``mojibake``: the texts' mojibake counts, where the caller has them."""
     n = len(arr)
     rule = np.full(n, -1, np.int64)          # per document, the first rule it failed (an index into rules)
     value = np.zeros(n)                      # ... and its measured value
@@ -266,7 +272,7 @@ def measure_and_filter(arr: pa.StringArray, cfg: QualityFilters, row_offset: int
                  f"of word characters inside repeated {n_}-grams "
                  f"(max_duplicate_ngram_share[{n_}]={dup_limits[n_]:g})")
     if cfg.max_mojibake_share is not None:
-        bad = mojibake_counts(arr).astype(np.float64)
+        bad = (mojibake_counts(arr) if mojibake is None else mojibake).astype(np.float64)
         share = bad / np.maximum(np.asarray(pc.utf8_length(arr), dtype=np.float64), 1)
         fail(share > cfg.max_mojibake_share, "quality_mojibake", share,
              f"of characters garbled (max_mojibake_share={cfg.max_mojibake_share:g})")

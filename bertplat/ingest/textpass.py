@@ -95,6 +95,10 @@ def abbreviations() -> tuple[np.ndarray, ...]:
             *_words(T._NAMES_RE[T._NAMES_RE.index("(") + 1:T._NAMES_RE.index(")")]))
 
 
+# the outer opening and closing marks and the inner opening mark of each kind of nested quotation
+_QUOTES = tuple(np.array([ord(p[k]) for p in T._NESTED_PAIRS], np.int32) for k in range(3))
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _decode(data, j, end, cp, pos):     # pragma: no cover - compiled
     """The code points of data[j:end] into cp (U+10000 for any above the BMP: no rule looks at those), their byte
@@ -445,9 +449,8 @@ def clean_whitespace(arr: pa.StringArray, unwrap: bool | np.ndarray = False) -> 
 def split_sentences(arr: pa.StringArray, segment: bool = True) -> pa.ListArray:
     """``text.arrow_split_sentences(arr, segment)``: each text's sentences as byte slices of it."""
     data, offsets = string_buffers(arr)
-    opens, closes, inners = (np.array([ord(p[k]) for p in T._NESTED_PAIRS], np.int32) for k in range(3))
-    out, out_offsets, counts = _sentences(data, offsets, segment, classes(), *abbreviations(), opens, closes,
-                                          inners, T.NESTED_QUOTE_MAX)
+    out, out_offsets, counts = _sentences(data, offsets, segment, classes(), *abbreviations(), *_QUOTES,
+                                          T.NESTED_QUOTE_MAX)
     list_offsets = np.zeros(len(arr) + 1, np.int32)
     np.cumsum(counts, out=list_offsets[1:])
     return pa.ListArray.from_arrays(pa.array(list_offsets), _strings(out, out_offsets))

@@ -405,8 +405,9 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
     arr = _clean_markup(arr, [batch.markup[i] for i in ok], cfg)
     # hard-wrapped lines are joined everywhere with unwrap, else in the records that say so (Gutenberg books)
     arr = clean_whitespace(arr, True if unwrap else np.array([batch.unwrap[i] for i in ok], dtype=bool))
+    mojibake = None    # the texts' mojibake counts, once the garbled lines are dropped
     if cfg.quality.max_mojibake_line_share is not None:
-        arr, dropped = drop_mojibake_lines(arr, cfg.quality.max_mojibake_line_share)
+        arr, dropped, mojibake = drop_mojibake_lines(arr, cfg.quality.max_mojibake_line_share)
         for j, line, start, share in dropped:
             rejects.append((ok[j], "quality_mojibake_line", f"line {line} of the text dropped: {share:.3g} of its "
                             f"characters garbled (max_mojibake_line_share={cfg.quality.max_mojibake_line_share:g}): "
@@ -420,11 +421,14 @@ def process_batch(batch: _Batch, cfg: IngestConfig, unwrap: bool) -> tuple[pa.Ta
         keep = ~short
         arr = arr.filter(pa.array(keep))
         n_chars = n_chars[keep]
+        mojibake = mojibake[keep] if mojibake is not None else None
         ok = [i for i, k in zip(ok, keep) if k]
         if not ok:
             return None, rejects
     batch.hist_before += np.histogram(n_chars, bins=[*LENGTH_BINS, np.iinfo(np.int64).max])[0]
-    if failures := _in_slices(arr, lambda part, start: measure_and_filter(part, cfg.quality, row_offset=start)):
+    if failures := _in_slices(arr, lambda part, start: measure_and_filter(
+            part, cfg.quality, row_offset=start,
+            mojibake=None if mojibake is None else mojibake[start:start + len(part)])):
         keep = np.ones(len(ok), dtype=bool)
         for f in failures:
             keep[f.row] = False

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 
 from bertplat.ingest.cleanup import clean_markup
 from bertplat.ingest.neardup import NearDedup, jaccard_estimate, signatures, sketch
-from bertplat.ingest.quality import QUALITY_REASONS, QualityFilters, drop_mojibake_lines, measure_and_filter
+from bertplat.ingest.quality import (
+    QUALITY_REASONS,
+    QualityFilters,
+    drop_mojibake_lines,
+    measure_and_filter,
+    mojibake_counts,
+)
 from bertplat.ingest.text import clean_whitespace
 from tests.ingest.conftest import write
 
@@ -121,9 +127,10 @@ def test_mojibake_documents_and_lines():
     got = failures([garbled, "数学是一门学科。", "Caf\u00c3\u00a9 au lait is nice."], max_mojibake_share=0.03)
     assert set(got) == {0, 2} and all(r == "quality_mojibake" for r, _ in got.values())
     text = "好的文字一行很长很长很长很长很长很长很长很长。\n" + garbled + "\n结束。"
-    arr, dropped = drop_mojibake_lines(pa.array([text, "fine"]), 0.02)
-    assert arr.to_pylist() == ["好的文字一行很长很长很长很长很长很长很长很长。\n结束。", "fine"]
+    arr, dropped, counts = drop_mojibake_lines(pa.array([text, "fine", garbled[:19]]), 0.02)
+    assert arr.to_pylist() == ["好的文字一行很长很长很长很长很长很长很长很长。\n结束。", "fine", garbled[:19]]
     assert [(row, line) for row, line, *_ in dropped] == [(0, 2)]
+    assert counts.tolist() == mojibake_counts(arr).tolist() and counts[2] > 1   # the counts of the texts returned; a line under 20 characters stays
 
 
 EN = "The committee published its annual report on the state of the river and the fish that live in it."
